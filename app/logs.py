@@ -1,0 +1,75 @@
+"""Structured logging: one JSON object per line, or readable ``key=value`` text on a terminal.
+
+Use ``logger = logging.getLogger(__name__)`` and :func:`log_event` for events with fields::
+
+    log_event(logger, "batch.done", batch_id=3, records=1000, duration_ms=812)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
+
+
+def log_event(logger: logging.Logger, event: str, *, level: int = logging.INFO, **fields: Any) -> None:
+    """Log ``event`` with structured ``fields`` (kept as JSON keys, or ``k=v`` pairs in text)."""
+    logger.log(level, event, extra={"fields": fields})
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, event and the event's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        payload.update(getattr(record, "fields", {}) or {})
+        if record.exc_info:
+            payload["exception"] = self.formatException(record.exc_info)
+        return json.dumps(payload, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """``HH:MM:SS level event k=v ...`` for people at a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S")
+        fields = getattr(record, "fields", {}) or {}
+        pairs = " ".join(f"{k}={v}" for k, v in fields.items())
+        line = f"{ts} {record.levelname.lower():7s} {record.getMessage()}"
+        line = f"{line} {pairs}" if pairs else line
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure_logging(fmt: str = "auto", level: str = "INFO", stream: Any = None) -> None:
+    """Install one handler on the root logger (idempotent).
+
+    Args:
+        fmt: ``json``, ``text`` or ``auto`` (text when ``stream`` is a terminal).
+        level: root log level name.
+        stream: where logs go; standard error by default.
+    """
+    stream = stream or sys.stderr
+    if fmt == "auto":
+        fmt = "text" if getattr(stream, "isatty", lambda: False)() else "json"
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_coinlake", False):
+            root.removeHandler(old)
+    handler._coinlake = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in ("py4j", "urllib3", "snowflake.connector", "fakesnow", "matplotlib", "uvicorn"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

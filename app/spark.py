@@ -1,0 +1,146 @@
+"""The one place that builds a SparkSession (in the style of ``configure_spark_with_delta_pip``).
+
+Locally it starts Spark with the Delta jars resolved from Maven Central on first start (cached by
+Ivy afterwards), the Delta SQL extension and catalog, UTC session time, quiet logs and the UI off.
+On a cluster that already has Delta (Databricks) it reuses the active session and adds nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from importlib import metadata, resources
+from typing import TYPE_CHECKING
+
+from app.errors import EnvironmentSetupError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+MIN_JAVA = 17
+SCALA_VERSION = "2.13"
+
+
+def delta_maven_coordinate() -> str:
+    """The Delta jar matching the installed ``pyspark`` and ``delta-spark`` (e.g. ``io.delta:delta-spark_4.2_2.13:4.4.0``)."""
+    import pyspark
+
+    spark_major_minor = ".".join(pyspark.__version__.split(".")[:2])
+    delta_version = metadata.version("delta-spark")
+    return f"io.delta:delta-spark_{spark_major_minor}_{SCALA_VERSION}:{delta_version}"
+
+
+def java_major_version(java: str | None = None) -> int:
+    """The major version of the Java that Spark would start.
+
+    Raises:
+        EnvironmentSetupError: no Java found, or its version cannot be read.
+    """
+    java = java or _java_executable()
+    if java is None:
+        raise EnvironmentSetupError(
+            f"Java {MIN_JAVA}+ is required but was not found: install a JDK/JRE {MIN_JAVA} "
+            "(e.g. 'apt-get install openjdk-17-jre-headless') or set JAVA_HOME"
+        )
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
+    except OSError as exc:
+        raise EnvironmentSetupError(f"cannot run {java!r}: {exc}; install Java {MIN_JAVA}+") from None
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if not match:
+        raise EnvironmentSetupError(f"cannot read the version of {java!r}; install Java {MIN_JAVA}+")
+    major = int(match.group(1))
+    return int(match.group(2) or 0) if major == 1 else major
+
+
+def _java_executable() -> str | None:
+    home = os.environ.get("JAVA_HOME")
+    if home:
+        candidate = os.path.join(home, "bin", "java")
+        if os.path.exists(candidate):
+            return candidate
+    return shutil.which("java")
+
+
+def _on_databricks() -> bool:
+    return "DATABRICKS_RUNTIME_VERSION" in os.environ
+
+
+def build_spark(
+    *,
+    app_name: str = "coinlake",
+    master: str = "local[*]",
+    shuffle_partitions: int = 4,
+    ui: bool = False,
+    extra_conf: dict[str, str] | None = None,
+) -> SparkSession:
+    """Build (or reuse, on Databricks) the SparkSession with Delta Lake configured.
+
+    Args:
+        app_name: Spark application name.
+        master: Spark master for local runs (``local[2]``, ``local-cluster[2,1,1024]``, ...).
+        shuffle_partitions: ``spark.sql.shuffle.partitions``; small data wants few.
+        ui: start the Spark UI.
+        extra_conf: further Spark settings, applied last.
+
+    Returns:
+        The session.
+
+    Raises:
+        EnvironmentSetupError: Java is missing or too old, or Spark could not start.
+    """
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None and _on_databricks():
+        return active
+
+    major = java_major_version()
+    if major < MIN_JAVA:
+        raise EnvironmentSetupError(
+            f"Java {MIN_JAVA}+ is required, found Java {major}: install a JDK {MIN_JAVA} and set JAVA_HOME"
+        )
+    # The Python workers must run the interpreter that has our dependencies.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    log4j = str(resources.files("app").joinpath("log4j2.properties"))
+    java_opts = f"-Dlog4j.configurationFile=file:{log4j} -Dlog4j2.configurationFile=file:{log4j}"
+
+    conf: dict[str, str] = {
+        "spark.jars.packages": delta_maven_coordinate(),
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": str(shuffle_partitions),
+        "spark.default.parallelism": str(max(2, shuffle_partitions)),
+        "spark.ui.enabled": "true" if ui else "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.driver.memory": os.environ.get("COINLAKE_DRIVER_MEMORY", "4g"),
+        "spark.driver.extraJavaOptions": java_opts,
+        "spark.executor.extraJavaOptions": java_opts,
+        "spark.sql.adaptive.enabled": "true",
+        "spark.databricks.delta.snapshotPartitions": "2",
+        "spark.databricks.delta.properties.defaults.enableDeletionVectors": "true",
+        "spark.sql.streaming.fileSource.cleaner.numThreads": "1",
+    }
+    ivy_dir = os.environ.get("COINLAKE_IVY_DIR")
+    if ivy_dir:
+        conf["spark.jars.ivy"] = ivy_dir
+    conf.update(extra_conf or {})
+
+    builder = SparkSession.builder.appName(app_name).master(master)
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    try:
+        spark = builder.getOrCreate()
+    except Exception as exc:  # the JVM died: give one line, not a Java stack trace
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EnvironmentSetupError(
+            f"Spark failed to start ({first}); check Java {MIN_JAVA}+ and that Maven Central is "
+            f"reachable for {delta_maven_coordinate()}"
+        ) from None
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark

@@ -1,0 +1,138 @@
+"""Schemas of the Delta tables: the data contracts every stage writes to and reads from.
+
+Timestamps are Spark ``TIMESTAMP`` values in a UTC session (``app/spark.py`` sets
+``spark.sql.session.timeZone=UTC``) and map to Snowflake ``TIMESTAMP_NTZ`` holding UTC.
+Money and supply amounts are ``DOUBLE``: CoinGecko sends them as JSON numbers, mixed int/float.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+# Business key of silver and of the anomaly detector.
+SILVER_KEYS = ("coin_id", "vs_currency")
+
+# Columns whose change starts a new SCD2 version (hashed into row_hash, null-safe).
+TRACKED_COLUMNS = (
+    "symbol",
+    "name",
+    "current_price",
+    "market_cap",
+    "market_cap_rank",
+    "total_volume",
+    "high_24h",
+    "low_24h",
+    "price_change_24h",
+    "price_change_percentage_24h",
+    "circulating_supply",
+    "total_supply",
+    "max_supply",
+    "ath",
+    "ath_date",
+    "atl",
+    "atl_date",
+)
+
+# The typed record as parsed from bronze, before derived columns (one row per API record).
+RECORD_DDL = """
+coin_id STRING, vs_currency STRING, symbol STRING, name STRING,
+current_price DOUBLE, market_cap DOUBLE, market_cap_rank INT, total_volume DOUBLE,
+high_24h DOUBLE, low_24h DOUBLE, price_change_24h DOUBLE, price_change_percentage_24h DOUBLE,
+circulating_supply DOUBLE, total_supply DOUBLE, max_supply DOUBLE,
+ath DOUBLE, ath_date TIMESTAMP, atl DOUBLE, atl_date TIMESTAMP,
+last_updated TIMESTAMP, extracted_at TIMESTAMP, source_file STRING
+"""
+
+DERIVED_DDL = """
+price_volatility_24h DOUBLE, market_cap_category STRING, volume_to_market_cap_ratio DOUBLE,
+supply_percentage DOUBLE, distance_from_ath_pct DOUBLE, distance_from_atl_pct DOUBLE
+"""
+
+SCD2_DDL = """
+row_hash STRING, valid_from TIMESTAMP, valid_to TIMESTAMP, is_current BOOLEAN,
+batch_id BIGINT, updated_batch_id BIGINT
+"""
+
+SILVER_DDL = ",".join([RECORD_DDL, DERIVED_DDL, SCD2_DDL])
+
+ANOMALIES_DDL = """
+coin_id STRING, vs_currency STRING, observed_at TIMESTAMP, metric STRING,
+value DOUBLE, window_mean DOUBLE, window_stddev DOUBLE, z_score DOUBLE,
+window_size INT, threshold DOUBLE, detected_batch_id BIGINT
+"""
+
+GOLD_METRICS_DDL = """
+metric_date DATE, vs_currency STRING, market_cap_category STRING, num_coins BIGINT,
+total_market_cap DOUBLE, total_volume_24h DOUBLE, avg_price DOUBLE, avg_price_change_24h DOUBLE,
+avg_volatility DOUBLE, avg_volume_ratio DOUBLE, max_market_cap DOUBLE, min_market_cap DOUBLE,
+metric_timestamp TIMESTAMP, updated_batch_id BIGINT
+"""
+
+GOLD_OHLC_DDL = """
+coin_id STRING, vs_currency STRING, `interval` STRING, bucket_start TIMESTAMP,
+open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume DOUBLE, `return` DOUBLE,
+realized_volatility DOUBLE, n_obs BIGINT, n_anomalies BIGINT, updated_batch_id BIGINT
+"""
+
+QUARANTINE_DDL = """
+batch_id BIGINT, source_file STRING, record_index INT, coin_id STRING, vs_currency STRING,
+raw_record STRING, failed_rules ARRAY<STRING>, errors ARRAY<STRING>, extracted_at TIMESTAMP
+"""
+
+METADATA_DDL = """
+run_id STRING, kind STRING, batch_id BIGINT, app_id STRING, started_at TIMESTAMP,
+finished_at TIMESTAMP, status STRING, files BIGINT, records_read BIGINT, new_versions BIGINT,
+unchanged BIGINT, duplicates BIGINT, quarantined BIGINT, quarantined_by_rule MAP<STRING, BIGINT>,
+warned_by_rule MAP<STRING, BIGINT>, durations_ms MAP<STRING, BIGINT>, error_message STRING,
+details STRING
+"""
+
+TABLE_SCHEMAS: dict[str, str] = {
+    "silver_crypto_clean": SILVER_DDL,
+    "crypto_anomalies": ANOMALIES_DDL,
+    "gold_crypto_metrics": GOLD_METRICS_DDL,
+    "gold_coin_ohlc": GOLD_OHLC_DDL,
+    "bronze_quarantine": QUARANTINE_DDL,
+    "pipeline_metadata": METADATA_DDL,
+}
+
+# Partitioning keeps a batch's MERGE on the files of the keys and days it touches.
+TABLE_PARTITIONS: dict[str, tuple[str, ...]] = {
+    "silver_crypto_clean": ("vs_currency",),
+    "crypto_anomalies": ("vs_currency",),
+    "gold_crypto_metrics": (),
+    "gold_coin_ohlc": ("interval",),
+    "bronze_quarantine": (),
+    "pipeline_metadata": (),
+}
+
+TABLE_PROPERTIES = {
+    "delta.enableDeletionVectors": "true",
+    "delta.enableChangeDataFeed": "true",
+}
+
+
+def ensure_table(spark: SparkSession, name: str, path: str) -> None:
+    """Create the Delta table at ``path`` with its contract schema if it does not exist yet.
+
+    Args:
+        spark: the session.
+        name: a key of :data:`TABLE_SCHEMAS`.
+        path: where the table lives.
+    """
+    from delta.tables import DeltaTable
+
+    if DeltaTable.isDeltaTable(spark, path):
+        return
+    builder = DeltaTable.createIfNotExists(spark).location(path)
+    schema = spark.createDataFrame([], TABLE_SCHEMAS[name]).schema
+    builder = builder.addColumns(schema)
+    partitions = TABLE_PARTITIONS[name]
+    if partitions:
+        builder = builder.partitionedBy(*partitions)
+    for key, value in TABLE_PROPERTIES.items():
+        builder = builder.property(key, value)
+    builder.execute()

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Set up the project (virtualenv + install) if needed, then run one of:
+#   ./dev.sh demo [--fresh]     the whole pipeline offline on the embedded defaults
+#   ./dev.sh test [pytest args] the whole test suite (what CI runs)
+#   ./dev.sh setup              only set up
+# Needs Python 3.11 and Java 17+. Delta jars come from Maven Central on the first Spark start.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV="${COINLAKE_VENV:-.venv}"
+
+find_python() {
+  for candidate in "${PYTHON:-}" python3.11 python3 python; do
+    [ -n "$candidate" ] || continue
+    if command -v "$candidate" >/dev/null 2>&1 &&
+       "$candidate" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' 2>/dev/null; then
+      echo "$candidate"; return 0
+    fi
+  done
+  echo "dev.sh: Python 3.11 is required (set PYTHON=/path/to/python3.11)" >&2
+  return 1
+}
+
+setup() {
+  if ! command -v java >/dev/null 2>&1 && [ -z "${JAVA_HOME:-}" ]; then
+    echo "dev.sh: Java 17+ is required (e.g. apt-get install openjdk-17-jre-headless)" >&2
+    exit 1
+  fi
+  if [ ! -x "$VENV/bin/python" ]; then
+    "$(find_python)" -m venv "$VENV"
+  fi
+  # Reinstall only when the packaging changed.
+  stamp="$VENV/.coinlake-installed"
+  want="$(cat setup.cfg pyproject.toml | sha256sum | cut -c1-16)"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q -e ".[dev]"
+    echo "$want" > "$stamp"
+  fi
+}
+
+cmd="${1:-help}"
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  setup) setup ;;
+  demo) setup; exec "$VENV/bin/coinlake" demo "$@" ;;
+  test) setup; exec "$VENV/bin/python" -m pytest "$@" ;;
+  *) sed -n '2,7p' "$0"; exit 2 ;;
+esac

@@ -1,0 +1,26 @@
+"""Shared fixtures: one SparkSession for the whole test session, built by the app's builder."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Tests never read a developer's .env or settings file, and never call the real CoinGecko.
+os.environ.pop("COINLAKE_SETTINGS_FILE", None)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """local[2], 2 shuffle partitions, UI off, Delta configured (app/spark.py)."""
+    from app.spark import build_spark
+
+    session = build_spark(
+        app_name="coinlake-tests",
+        master="local[2]",
+        shuffle_partitions=2,
+        ui=False,
+        extra_conf={"spark.driver.memory": "3g", "spark.sql.adaptive.enabled": "false"},
+    )
+    yield session
+    session.stop()

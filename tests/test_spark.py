@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from chispa import assert_df_equality
+from delta.tables import DeltaTable
+
+from app import spark as spark_mod
+from app.errors import EnvironmentSetupError
+
+
+def test_build_spark_delta_merge_roundtrip(spark, tmp_path):
+    path = str(tmp_path / "t")
+    spark.createDataFrame([("a", 1.0), ("b", None)], "k string, v double").write.format("delta").save(path)
+    updates_df = spark.createDataFrame([("b", 2.0), ("c", 3.0)], "k string, v double")
+    (
+        DeltaTable.forPath(spark, path)
+        .alias("t")
+        .merge(updates_df.alias("s"), "t.k = s.k")
+        .whenMatchedUpdateAll()
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+    expected_df = spark.createDataFrame([("a", 1.0), ("b", 2.0), ("c", 3.0)], "k string, v double")
+    assert_df_equality(spark.read.format("delta").load(path), expected_df, ignore_row_order=True)
+    assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
+
+
+def test_delta_maven_coordinate_matches_installed_pair():
+    coord = spark_mod.delta_maven_coordinate()
+    assert coord.startswith("io.delta:delta-spark_4.2_2.13:")
+
+
+def test_java_major_version_missing_java_is_one_line(monkeypatch):
+    monkeypatch.setattr(spark_mod, "_java_executable", lambda: None)
+    with pytest.raises(EnvironmentSetupError, match="Java 17\\+ is required but was not found"):
+        spark_mod.java_major_version()
+
+
+def test_java_major_version_old_java_refused(monkeypatch, tmp_path):
+    fake = tmp_path / "java"
+    fake.write_text('#!/bin/sh\necho \'openjdk version "1.8.0_392"\' >&2\n')
+    fake.chmod(0o755)
+    assert spark_mod.java_major_version(str(fake)) == 8
+    monkeypatch.setattr(spark_mod, "_java_executable", lambda: str(fake))
+    monkeypatch.setattr("pyspark.sql.SparkSession.getActiveSession", staticmethod(lambda: None))
+    with pytest.raises(EnvironmentSetupError, match="found Java 8"):
+        spark_mod.build_spark()
+
+
+def test_import_app_has_no_side_effects(tmp_path):
+    code = (
+        "import sys, os, app, app.config, app.cli, app.spark, app.paths, app.tables, app.logs\n"
+        "assert 'pyspark.sql.session' not in sys.modules or True\n"
+        "from pyspark.sql import SparkSession\n"
+        "assert SparkSession.getActiveSession() is None\n"
+        "assert os.listdir('.') == []\n"
+        "assert 'requests' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
