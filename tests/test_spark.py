@@ -41,7 +41,7 @@ def test_java_major_version_missing_java_is_one_line(monkeypatch):
 
 def test_java_major_version_old_java_refused(monkeypatch, tmp_path):
     fake = tmp_path / "java"
-    fake.write_text('#!/bin/sh\necho \'openjdk version "1.8.0_392"\' >&2\n')
+    fake.write_text("#!/bin/sh\necho 'openjdk version \"1.8.0_392\"' >&2\n")
     fake.chmod(0o755)
     assert spark_mod.java_major_version(str(fake)) == 8
     monkeypatch.setattr(spark_mod, "_java_executable", lambda: str(fake))
