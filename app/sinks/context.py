@@ -1,0 +1,43 @@
+"""What the foreachBatch handler hands to each stage that runs after the silver MERGE."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from app.config import Settings
+    from app.paths import Layout
+
+
+@dataclass(frozen=True)
+class BatchContext:
+    """One micro-batch, after silver has been merged.
+
+    Attributes:
+        spark: the session of the batch (``batch_df.sparkSession``).
+        batch_id: the micro-batch id from the stream.
+        app_id: idempotence id of the stream (``coinlake-<query id>``), see ``delta_io``.
+        run_id: id of this process run (for logs and metadata).
+        layout: storage layout of the data root.
+        settings: the frozen settings.
+        touched_df: ``coin_id, vs_currency, from_ts, to_ts``: one row per key with valid
+            observations in the batch; silver rows with ``valid_from >= from_ts`` may have changed
+            (docs/DESIGN.md, section 4). Cached by the handler.
+    """
+
+    spark: SparkSession
+    batch_id: int
+    app_id: str
+    run_id: str
+    layout: Layout
+    settings: Settings
+    touched_df: DataFrame
+
+
+# A stage runs after silver inside the same batch and returns counts for pipeline_metadata
+# (e.g. {"anomalies_added": 3, "anomalies_removed": 1}). It must be idempotent per batch_id.
+Stage = Callable[[BatchContext], dict[str, int]]
