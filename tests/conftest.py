@@ -24,3 +24,17 @@ def spark():
     )
     yield session
     session.stop()
+
+
+@pytest.fixture
+def simulator():
+    """A CoinGecko-compatible simulator on an ephemeral loopback port (50 coins, seed 42), stopped after.
+
+    Tests change its faults with ``simulator.set_faults(Faults(...))`` or start their own with
+    ``app.sources.simulator.start_simulator`` for a different universe or clock.
+    """
+    from app.sources.simulator import start_simulator
+
+    handle = start_simulator(port=0, coins=50, seed=42)
+    yield handle
+    handle.stop()
