@@ -179,6 +179,8 @@ class _Handler(BaseHTTPRequestHandler):
             fault = self._roll_fault(path)
             st.sync_realtime()
             status, body = self._route(path, query, fault == "empty")
+            if fault == "slow":
+                st.stats.slow += 1
         if fault == "slow":
             time.sleep(st.faults.slow_seconds)
         self._send(status, body, fault)
@@ -281,8 +283,6 @@ class _Handler(BaseHTTPRequestHandler):
                 status = st.rng.choice((502, 503, 520))
                 st.stats.html += 1
                 data, ctype = HTML_PAGE.format(code=status).encode(), "text/html"
-            elif fault == "slow":
-                st.stats.slow += 1
             elif fault == "empty":
                 st.stats.empty += 1
             lie = fault == "truncate" and st.rng.random() < 0.5
@@ -416,6 +416,8 @@ def start_simulator(
     market = model or MarketModel(coins, seed, start=start)
     server = _Server((host, port), _Handler)
     server.state = _State(market, faults or Faults(), clock, realtime)  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, name="coingecko-simulator", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.05,), name="coingecko-simulator", daemon=True
+    )
     thread.start()
     return SimulatorHandle(server, thread)
