@@ -159,3 +159,28 @@ def test_kill_during_write_leaves_only_a_dot_temp(tmp_path):
     assert proc.returncode == 137 and "not reached" not in proc.stdout
     files = [f for _, _, names in os.walk(tmp_path) for f in names]
     assert len(files) == 1 and files[0].startswith(".") and files[0].endswith(".json.tmp")
+
+
+def test_write_bronze_page_on_dbfs_without_hard_links(tmp_path, monkeypatch):
+    import errno
+
+    import app.sources.landing as landing
+
+    monkeypatch.setattr(landing, "local_path", lambda p: p.replace("dbfs:/", str(tmp_path) + "/"))
+
+    def no_link(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(landing.os, "link", no_link)
+    layout = Layout.from_root("dbfs:/lake")
+    path = write_bronze_page(
+        layout, records_body=BODY, vs_currency="usd", page=1, run_id=RUN_ID, fetched_at=FETCHED
+    )
+    assert path.startswith("dbfs:/lake/bronze/crypto/coins_markets/dt=2026-11-25/coins_markets_")
+    local = path.replace("dbfs:/", str(tmp_path) + "/")
+    assert json.loads(open(local).read())["page"] == 1
+    assert os.listdir(os.path.dirname(local)) == [os.path.basename(local)]
+    with pytest.raises(FileExistsError):
+        write_bronze_page(
+            layout, records_body="[]", vs_currency="usd", page=1, run_id=RUN_ID, fetched_at=FETCHED
+        )
