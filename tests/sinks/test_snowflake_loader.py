@@ -264,3 +264,20 @@ def test_kill_during_load_then_rerun_loads_exactly_once(tmp_path, point):
     assert result.skipped == (point == "after_warehouse_commit")
     assert loader.query('SELECT COUNT(*) FROM "SILVER_CRYPTO_CLEAN"')[1] == [(1,)]
     assert loader.query('SELECT COUNT(*) FROM "LOAD_LEDGER"')[1] == [(1,)]
+
+
+@pytest.mark.snowflake
+@pytest.mark.skipif(not os.environ.get("SNOWFLAKE_ACCOUNT"), reason="needs SNOWFLAKE_ACCOUNT and credentials")
+def test_real_snowflake_load_is_exactly_once():
+    import uuid
+
+    from app.config import load_settings
+    from app.sinks.warehouse import snowflake_connector
+
+    loader = snowflake_connector(load_settings(warehouse="snowflake")).loader()
+    loader.init_schema()
+    app_id = f"coinlake-test-{uuid.uuid4()}"
+    batch = WarehouseBatch(app_id, 0, {}, _touched({}))
+    assert not loader.load(batch).skipped
+    assert loader.load(batch).skipped
+    assert loader.check()["missing"] == []
