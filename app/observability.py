@@ -8,11 +8,13 @@ Writing Delta from the callback would race those commits and, worse, the session
 ``txnAppId``/``txnVersion`` settings of :func:`app.sinks.delta_io.delta_txn`: an append made while
 they are set would be tagged with the batch's transaction id (and skipped, or consume it). So the
 callback only turns the event into a plain dict and appends it to an in-memory buffer under a
-small lock; nothing touches Spark there. :meth:`ProgressRecorder.flush` writes the buffer as one
-Delta append from the caller's (driver) thread and holds ``delta_io._TXN_LOCK`` while doing so,
-so it can never interleave with a ``delta_txn`` block. Call it after the query ends (the
-:func:`recording_progress` context manager does) or periodically from the thread that awaits the
-query (``flush(..., min_interval_s=60)``). Progress rows are observability, not data: a crash
+small lock; nothing touches Spark there (a JVM call from the callback would also stall Spark's
+listener bus). :meth:`ProgressRecorder.flush` writes the buffer as one blind Delta append from a
+Python thread of ours and holds ``delta_io._TXN_LOCK`` while doing so, so it can never interleave
+with a ``delta_txn`` block; blind appends do not conflict with the handler's own commits. Call it
+after the query ends (the :func:`recording_progress` context manager does), periodically from the
+thread that awaits the query (``flush(..., min_interval_s=60)``), or let the context manager run
+a small flusher thread (``flush_interval_s``) for long-running queries. Progress rows are observability, not data: a crash
 before a flush loses them; the handler's own per-batch rows are the accounting of record.
 """
 
@@ -200,11 +202,13 @@ def recording_progress(
     *,
     run_id: str,
     query_name: str | None = STREAM_QUERY_NAME,
+    flush_interval_s: float | None = None,
 ) -> Iterator[ProgressRecorder]:
     """Record the progress of streaming queries started inside the block.
 
     On exit (also on error) the listener is removed and the buffer flushed to
-    ``pipeline_metadata`` from the calling thread::
+    ``pipeline_metadata`` from the calling thread. With ``flush_interval_s``, a daemon thread also
+    flushes every that many seconds while the block runs (for continuous queries)::
 
         with recording_progress(spark, layout, run_id=run_id) as recorder:
             query = start_stream(...)
@@ -214,12 +218,35 @@ def recording_progress(
     """
     recorder = ProgressRecorder(run_id=run_id, query_name=query_name)
     spark.streams.addListener(recorder)
+    stop = threading.Event()
+    flusher = None
+    if flush_interval_s:
+        flusher = threading.Thread(
+            target=_flush_periodically,
+            args=(recorder, spark, layout, flush_interval_s, stop),
+            name="coinlake-progress-flusher",
+            daemon=True,
+        )
+        flusher.start()
     try:
         yield recorder
     finally:
+        stop.set()
+        if flusher is not None:
+            flusher.join(timeout=120)
         wait_for_listener_events(spark)
         spark.streams.removeListener(recorder)
         try:
             recorder.flush(spark, layout)
         except Exception:  # observability must not mask the stream's own outcome
             logger.exception("progress rows could not be written")
+
+
+def _flush_periodically(
+    recorder: ProgressRecorder, spark: SparkSession, layout: Layout, interval_s: float, stop: threading.Event
+) -> None:
+    while not stop.wait(interval_s):
+        try:
+            recorder.flush(spark, layout)
+        except Exception:  # keep the rows buffered and try again next time
+            logger.exception("periodic progress flush failed")

@@ -1,0 +1,153 @@
+"""``coinlake status [--json]``: where everything stands for the data root."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+from app.commands.common import layout_of, settings_from_args, spark_from_settings
+from app.paths import local_path
+from app.status import LedgerReader, collect_status, record_time
+
+if TYPE_CHECKING:
+    from app.config import Settings
+    from app.paths import Layout
+
+WAREHOUSE_MODULE = "app.sinks.warehouse"
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "status",
+        help="where everything stands: bronze, stream lag, batches, tables, ingest, warehouse",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=_status)
+
+
+def ledger_reader_for(settings: Settings, layout: Layout) -> tuple[LedgerReader | None, str]:
+    """A reader of the warehouse ledger position, or None and the reason it is unavailable.
+
+    Uses ``app.sinks.warehouse`` when present (``connector_from_settings(...).loader().check()``);
+    an emulator that has never been loaded is reported as such rather than created.
+    """
+    if settings.effective_warehouse == "none":
+        return None, "disabled (COINLAKE_WAREHOUSE=none)"
+    if importlib.util.find_spec(WAREHOUSE_MODULE) is None:
+        return None, f"unavailable ({WAREHOUSE_MODULE} is not installed)"
+    if settings.effective_warehouse == "emulator" and not os.path.isdir(local_path(layout.warehouse_dir)):
+        return None, "none yet (the emulator has not been loaded)"
+    try:
+        module = importlib.import_module(WAREHOUSE_MODULE)
+        connector = module.connector_from_settings(settings, layout)
+    except Exception as exc:  # a broken optional module must not break status
+        return None, f"unavailable ({type(exc).__name__}: {str(exc).strip()[:200]})"
+    if connector is None:
+        return None, "disabled (COINLAKE_WAREHOUSE=none)"
+
+    def read() -> list[dict[str, Any]]:
+        ledger = connector.loader().check().get("ledger", [])
+        return [
+            {"app_id": r.get("app_id"), "batch_id": r.get("last_batch_id"), "loaded_at": r.get("loaded_at")}
+            for r in ledger
+        ]
+
+    return read, ""
+
+
+def _status(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    layout = layout_of(settings)
+    reader, reason = ledger_reader_for(settings, layout)
+    status = collect_status(
+        layout,
+        spark_factory=lambda: spark_from_settings(settings, app_name="coinlake-status"),
+        ledger_reader=reader,
+        warehouse_reason=reason,
+    )
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+    else:
+        print(format_status(status))
+    return 0
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """Human-readable status, one section per concern, "none yet" where nothing exists."""
+    lines = [f"data root   {status['data_root']}", ""]
+    bronze = status["bronze"]
+    lines.append(f"bronze      {bronze['files']} files, {_size(bronze['bytes'])}")
+    for day in bronze["days"][-7:]:
+        lines.append(f"  {day['day']}  {day['files']:>6} files  {_size(day['bytes']):>9}")
+    if not bronze["days"]:
+        lines.append("  none yet")
+    stream = status["stream"]
+    lines.append("")
+    if not stream["exists"]:
+        lines.append(f"stream      no checkpoint yet; {bronze['files']} bronze files waiting")
+    else:
+        lines.append(
+            f"stream      last committed batch {stream['last_committed_batch']}; "
+            f"files processed {stream['processed_files']}, in flight {stream['in_flight_files']}, "
+            f"not yet processed {stream['pending_files']}"
+        )
+    batches = status["batches"]
+    if batches.get("last_batch_id") is None:
+        lines.append("last batch  none yet")
+    else:
+        lines.append(
+            f"last batch  {batches['last_batch_id']} at {batches['last_batch_at']} "
+            f"({batches.get('last_status')}, {batches.get('last_records_read')} records)"
+        )
+    lines += ["", "tables"]
+    for name, info in status["tables"].items():
+        if not info["exists"]:
+            detail = "none yet"
+        elif info["rows"] is None:
+            detail = "exists (not counted)"
+        else:
+            latest = info["latest"] or "-"
+            detail = f"{info['rows']:>9} rows  latest {info['latest_column']} {latest}"
+        lines.append(f"  {name:<20} {detail}")
+    ingest = status["ingest"]
+    lines.append("")
+    if ingest["cycles"] == 0:
+        lines.append("ingest      no cycles yet")
+    else:
+        last = ingest["last"] or {}
+        lines.append(
+            f"ingest      {ingest['cycles']} cycles; last at {record_time(last) or '?'} "
+            f"status {last.get('status', '?')}"
+        )
+        if ingest["last_error"]:
+            err = ingest["last_error"]
+            message = err.get("error") or err.get("error_message") or err.get("status")
+            lines.append(f"  last ingest error at {record_time(err) or '?'}: {message}")
+    err = status["last_error"]
+    lines.append(
+        "last error  none"
+        if not err
+        else f"last error  {err['at']} {err['kind']} batch {err['batch_id']}: {err['message']}"
+    )
+    wh = status["warehouse"]
+    if not wh["available"]:
+        lines.append(f"warehouse   {wh['reason']}")
+    else:
+        lines.append(
+            f"warehouse   ledger at batch {wh['ledger_last_batch']} (loaded {wh['ledger_loaded_at']}); "
+            f"lakehouse at {wh['lakehouse_last_batch']}; behind by {wh['batches_behind']}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,164 @@
+"""``coinlake status``: bronze inventory, stream lag from the checkpoint, tables, ingest, warehouse."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from app.cli import main
+from app.commands.status import format_status
+from app.paths import Layout
+from app.status import collect_status, ingest_summary, stream_progress, warehouse_summary
+from tests.sample_lake import build_sample_lake
+
+
+def _bronze(layout: Layout, day: str, name: str, size: int = 10) -> str:
+    folder = layout.bronze_day(day)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
+    with open(path, "w") as fh:
+        fh.write("x" * size)
+    return path
+
+
+def _checkpoint(layout: Layout, planned: dict[int, list[str]], committed: list[int]) -> None:
+    ckpt = layout.checkpoint()
+    os.makedirs(os.path.join(ckpt, "sources", "0"), exist_ok=True)
+    os.makedirs(os.path.join(ckpt, "commits"), exist_ok=True)
+    with open(os.path.join(ckpt, "metadata"), "w") as fh:
+        fh.write(json.dumps({"id": "q-123"}) + "\n")
+    for batch, paths in planned.items():
+        with open(os.path.join(ckpt, "sources", "0", str(batch)), "w") as fh:
+            fh.write("v1\n")
+            for p in paths:
+                fh.write(json.dumps({"path": "file://" + p, "timestamp": 1, "batchId": batch}) + "\n")
+    for batch in committed:
+        with open(os.path.join(ckpt, "commits", str(batch)), "w") as fh:
+            fh.write('v1\n{"nextBatchWatermarkMs":0}\n')
+
+
+def test_collect_status_on_a_missing_root_says_none_yet(tmp_path):
+    layout = Layout.from_root(str(tmp_path / "nowhere"))
+
+    status = collect_status(layout, spark_factory=lambda: pytest.fail("no Spark for an empty root"))
+
+    assert status["bronze"] == {"days": [], "files": 0, "bytes": 0}
+    assert status["stream"]["exists"] is False
+    assert status["batches"]["last_batch_id"] is None
+    assert not any(t["exists"] for t in status["tables"].values())
+    assert status["ingest"]["cycles"] == 0
+    assert status["warehouse"]["available"] is False
+    text = format_status(status)
+    assert "none yet" in text and "no checkpoint yet" in text and "no cycles yet" in text
+
+
+def test_stream_progress_counts_processed_in_flight_and_pending(tmp_path):
+    layout = Layout.from_root(str(tmp_path))
+    a = _bronze(layout, "2026-01-01", "a.json")
+    b = _bronze(layout, "2026-01-01", "b.json")
+    c = _bronze(layout, "2026-01-02", "c.json")
+    _bronze(layout, "2026-01-02", "d.json")
+    _bronze(layout, "2026-01-02", ".e.json.tmp")  # an unfinished landing is not a file yet
+    _checkpoint(layout, {0: [a, b], 1: [c]}, committed=[0])
+
+    status = collect_status(layout)
+
+    assert status["bronze"]["files"] == 4
+    assert [(d["day"], d["files"], d["bytes"]) for d in status["bronze"]["days"]] == [
+        ("2026-01-01", 2, 20),
+        ("2026-01-02", 2, 20),
+    ]
+    stream = status["stream"]
+    assert (stream["processed_files"], stream["in_flight_files"], stream["pending_files"]) == (2, 1, 1)
+    assert stream["last_committed_batch"] == 0
+    assert stream["query_id"] == "q-123"
+
+
+def test_stream_progress_reads_compacted_logs(tmp_path):
+    layout = Layout.from_root(str(tmp_path))
+    files = [_bronze(layout, "2026-01-01", f"f{i}.json") for i in range(3)]
+    _checkpoint(layout, {}, committed=[8, 9, 10])
+    src = os.path.join(layout.checkpoint(), "sources", "0")
+    with open(os.path.join(src, "9.compact"), "w") as fh:
+        fh.write(
+            "v1\n" + "".join(json.dumps({"path": "file://" + p, "batchId": 9}) + "\n" for p in files[:2])
+        )
+    with open(os.path.join(src, "10"), "w") as fh:
+        fh.write("v1\n" + json.dumps({"path": "file://" + files[2], "batchId": 10}) + "\n")
+
+    progress = stream_progress(layout, {os.path.abspath(p) for p in files})
+
+    assert progress["processed_files"] == 3 and progress["pending_files"] == 0
+
+
+def test_ingest_summary_finds_last_cycle_and_last_error(tmp_path):
+    layout = Layout.from_root(str(tmp_path))
+    os.makedirs(layout.logs_dir)
+    rows = [
+        {"run_id": "1", "finished_at": "2026-01-01T00:01:00Z", "status": "ok", "pages_failed": []},
+        {
+            "run_id": "2",
+            "finished_at": "2026-01-01T00:02:00Z",
+            "status": "partial",
+            "pages_failed": [{"page": 2}],
+        },
+        {"run_id": "3", "finished_at": "2026-01-01T00:03:00Z", "status": "ok", "pages_failed": []},
+    ]
+    with open(os.path.join(layout.logs_dir, "ingest_runs.jsonl"), "w") as fh:
+        fh.write("".join(json.dumps(r) + "\n" for r in rows) + "not json\n")
+
+    summary = ingest_summary(layout)
+
+    assert summary["cycles"] == 3 and summary["unreadable_lines"] == 1
+    assert summary["last"]["run_id"] == "3"
+    assert summary["last_error"]["run_id"] == "2"
+
+
+def test_warehouse_summary_compares_ledger_with_the_stream():
+    stream = {"query_id": "q-1", "last_committed_batch": 7}
+    rows = [
+        {"app_id": "coinlake-q-1", "batch_id": 5, "loaded_at": "2026-01-01 00:05:00"},
+        {"app_id": "coinlake-old", "batch_id": 40, "loaded_at": "2025-12-01 00:00:00"},
+    ]
+
+    summary = warehouse_summary(lambda: rows, stream, "")
+
+    assert summary["available"] is True
+    assert (summary["ledger_last_batch"], summary["batches_behind"]) == (5, 2)
+
+
+def test_warehouse_summary_is_unavailable_rather_than_failing():
+    def broken():
+        raise RuntimeError("connection refused\nstack")
+
+    summary = warehouse_summary(broken, {"query_id": None, "last_committed_batch": None}, "")
+
+    assert summary == {"available": False, "reason": "ledger unreadable: connection refused"}
+
+
+def test_collect_status_counts_delta_tables_and_finds_last_batch_and_error(spark, tmp_path):
+    layout = Layout.from_root(str(tmp_path))
+    build_sample_lake(spark, layout)
+
+    status = collect_status(layout, spark=spark)
+
+    tables = status["tables"]
+    assert tables["silver_crypto_clean"]["rows"] == 320
+    assert tables["silver_crypto_clean"]["latest"] == "2026-01-02 05:45:00"
+    assert tables["crypto_anomalies"]["rows"] == 2
+    assert status["batches"]["last_batch_id"] == 7  # progress rows are not batches
+    assert status["last_error"]["message"] == "warehouse unreachable"
+    assert "320 rows" in format_status(status)
+
+
+def test_status_command_prints_json_for_an_empty_root(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COINLAKE_WAREHOUSE", "none")
+
+    code = main(["--data-dir", str(tmp_path / "empty"), "status", "--json"])
+
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert out["warehouse"] == {"available": False, "reason": "disabled (COINLAKE_WAREHOUSE=none)"}
+    assert out["bronze"]["files"] == 0
