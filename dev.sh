@@ -39,11 +39,23 @@ setup() {
   fi
 }
 
+# The report test renders the HTML in headless Chromium; install it when we can (root + apt).
+ensure_chromium() {
+  command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 ||
+    command -v google-chrome >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "dev.sh: installing Chromium for the report screenshot test" >&2
+    { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ||
+      echo "dev.sh: could not install Chromium; the screenshot test will be skipped" >&2
+  fi
+}
+
 cmd="${1:-help}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
   setup) setup ;;
   demo) setup; exec "$VENV/bin/coinlake" demo "$@" ;;
-  test) setup; exec "$VENV/bin/python" -m pytest "$@" ;;
+  test) setup; ensure_chromium; exec "$VENV/bin/python" -m pytest "$@" ;;
   *) sed -n '2,7p' "$0"; exit 2 ;;
 esac
