@@ -1,0 +1,178 @@
+"""Parse bronze pages into typed records: one row per API record, plus one row per unusable file.
+
+The chain is ``files_df.transform(with_envelope).transform(explode_records).transform(with_typed_columns)``.
+Its output has the columns of ``app.tables.RECORD_DDL`` plus:
+
+- ``record_index``: position of the record in the page's ``data`` (NULL for a file-level row),
+- ``raw_record``: the record's original JSON text (the whole file text for a file-level row),
+- ``parse_error``: NULL, or why the file or record could not be read (the ``unparseable`` rule),
+- ``_raw``: the record's fields as raw strings, used by the type-check rule.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+
+from app.sources.bronze import ENVELOPE_DDL, RAW_RECORD_DDL
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+# Typed columns and the raw field each comes from, with its Spark type.
+NUMERIC_FIELDS = {
+    "current_price": "current_price",
+    "market_cap": "market_cap",
+    "total_volume": "total_volume",
+    "high_24h": "high_24h",
+    "low_24h": "low_24h",
+    "price_change_24h": "price_change_24h",
+    "price_change_percentage_24h": "price_change_percentage_24h",
+    "circulating_supply": "circulating_supply",
+    "total_supply": "total_supply",
+    "max_supply": "max_supply",
+    "ath": "ath",
+    "atl": "atl",
+}
+TIMESTAMP_FIELDS = {"ath_date": "ath_date", "atl_date": "atl_date", "last_updated": "last_updated"}
+INT_FIELDS = {"market_cap_rank": "market_cap_rank"}
+# Raw text kept for a file-level quarantine row is capped: an HTML error page can be large.
+MAX_RAW_FILE_CHARS = 20000
+
+
+def parse_timestamp(col: Column) -> Column:
+    """ISO-8601 text (``2026-11-25T19:48:06.123Z``, with or without ms, ``Z`` or an offset) to a UTC timestamp; NULL if unparseable."""
+    return F.trim(col).try_cast("timestamp")
+
+
+def parse_double(col: Column) -> Column:
+    """A JSON number (int or float, or a numeric string) to DOUBLE; NULL if not numeric."""
+    return F.trim(col).try_cast("double")
+
+
+def with_envelope(df: DataFrame, *, text_col: str = "value") -> DataFrame:
+    """Parse each file's text into the ``envelope`` struct and name what is wrong with the file.
+
+    Args:
+        df: one row per bronze file with its whole text in ``text_col`` and ``source_file``.
+        text_col: the column holding the file text.
+
+    Returns:
+        ``df`` plus ``envelope`` (:data:`app.sources.bronze.ENVELOPE_DDL`) and ``file_error``
+        (NULL for a usable page).
+    """
+    text = F.col(text_col)
+    env = F.col("envelope")
+    file_error = (
+        F.when(text.isNull() | (F.trim(text) == ""), F.lit("file is empty"))
+        .when(
+            F.json_object_keys(text).isNull(),
+            F.lit("file is not a JSON object (not JSON, truncated or HTML)"),
+        )
+        .when(env["_corrupt_record"].isNotNull(), F.lit("page envelope has fields of the wrong type"))
+        .when(env["data"].isNull(), F.lit("page has no 'data' array"))
+        .when(
+            env["http_status"].isNotNull() & (env["http_status"] != "200"),
+            F.concat(F.lit("page has http_status "), env["http_status"]),
+        )
+    )
+    return df.withColumn("envelope", F.from_json(text, ENVELOPE_DDL)).withColumn("file_error", file_error)
+
+
+def explode_records(df: DataFrame, *, text_col: str = "value") -> DataFrame:
+    """One row per element of a usable page's ``data``; one row per unusable file.
+
+    Args:
+        df: the output of :func:`with_envelope`.
+        text_col: the column holding the file text.
+
+    Returns:
+        ``source_file, record_index, raw_record, file_error, fetched_at_text, vs_currency`` rows.
+    """
+    env = F.col("envelope")
+    records = F.when(
+        F.col("file_error").isNull(),
+        F.transform(env["data"], lambda x, i: F.struct(i.alias("i"), x.alias("raw"))),
+    ).otherwise(
+        F.array(
+            F.struct(
+                F.lit(None).cast("int").alias("i"),
+                F.substring(F.col(text_col), 1, MAX_RAW_FILE_CHARS).alias("raw"),
+            )
+        )
+    )
+    return df.select(
+        "source_file",
+        "file_error",
+        env["fetched_at"].alias("fetched_at_text"),
+        F.lower(F.trim(env["request"]["vs_currency"])).alias("vs_currency"),
+        F.explode(records).alias("rec"),
+    ).select(
+        "source_file",
+        F.col("rec.i").alias("record_index"),
+        F.col("rec.raw").alias("raw_record"),
+        "file_error",
+        "fetched_at_text",
+        "vs_currency",
+    )
+
+
+def with_typed_columns(df: DataFrame) -> DataFrame:
+    """Type each record as ``RECORD_DDL`` and set ``parse_error`` for unreadable files and records.
+
+    Args:
+        df: the output of :func:`explode_records`.
+
+    Returns:
+        The typed records (see the module docstring for the extra columns).
+    """
+    raw = F.col("_raw")
+    is_object = F.ltrim(F.col("raw_record")).startswith("{")
+    parse_error = F.coalesce(
+        F.col("file_error"),
+        F.when(~F.coalesce(is_object, F.lit(False)), F.lit("record is not a JSON object")),
+    )
+    typed = [
+        F.trim(raw["id"]).alias("coin_id"),
+        F.col("vs_currency"),
+        F.trim(raw["symbol"]).alias("symbol"),
+        raw["name"].alias("name"),
+    ]
+    for name in ("current_price", "market_cap"):
+        typed.append(parse_double(raw[NUMERIC_FIELDS[name]]).alias(name))
+    typed.append(parse_double(raw["market_cap_rank"]).cast("int").alias("market_cap_rank"))
+    for name in (
+        "total_volume",
+        "high_24h",
+        "low_24h",
+        "price_change_24h",
+        "price_change_percentage_24h",
+        "circulating_supply",
+        "total_supply",
+        "max_supply",
+        "ath",
+    ):
+        typed.append(parse_double(raw[name]).alias(name))
+    typed += [
+        parse_timestamp(raw["ath_date"]).alias("ath_date"),
+        parse_double(raw["atl"]).alias("atl"),
+        parse_timestamp(raw["atl_date"]).alias("atl_date"),
+        parse_timestamp(raw["last_updated"]).alias("last_updated"),
+        parse_timestamp(F.col("fetched_at_text")).alias("extracted_at"),
+        F.col("source_file"),
+    ]
+    return df.withColumn(
+        "_raw",
+        F.when(is_object & F.col("file_error").isNull(), F.from_json(F.col("raw_record"), RAW_RECORD_DDL)),
+    ).select(*typed, "record_index", "raw_record", parse_error.alias("parse_error"), "_raw")
+
+
+def parse_bronze(df: DataFrame, *, text_col: str = "value") -> DataFrame:
+    """The whole parse step: files (``value``, ``source_file``) to typed records (see module docstring)."""
+    return (
+        df.transform(with_envelope, text_col=text_col)
+        .transform(explode_records, text_col=text_col)
+        .transform(with_typed_columns)
+    )
