@@ -59,7 +59,9 @@ def test_recording_progress_writes_rows_for_a_real_stream(spark, tmp_path):
     for i in range(3):
         (input_dir / f"f{i}.json").write_text(json.dumps({"n": i}) + "\n" + json.dumps({"n": i * 10}) + "\n")
 
-    with recording_progress(spark, layout, run_id="run-test", query_name="obs_test") as recorder:
+    with recording_progress(
+        spark, layout, run_id="run-test", query_name="obs_test", flush_interval_s=1.0
+    ) as recorder:
         query = (
             spark.readStream.schema("n INT")
             .option("maxFilesPerTrigger", 1)
