@@ -1,0 +1,374 @@
+"""Gold: market metrics by day and market-cap category, and per-coin candles (pure + thin writer).
+
+Both aggregates are functions of silver *versions* (every SCD2 version, not only ``is_current``):
+
+* ``gold_crypto_metrics`` (:func:`aggregate_market_metrics`): per (metric_date, vs_currency,
+  market_cap_category), from each coin's last version of the day (``metric_date =
+  date(valid_from)``, UTC). ``metric_timestamp`` is the latest ``valid_from`` used, never load time.
+* ``gold_coin_ohlc`` (:func:`aggregate_coin_ohlc`): per (coin_id, vs_currency, interval,
+  bucket_start) for ``1h`` and ``1d`` buckets of ``valid_from``.
+
+Candle choices, stated once:
+
+* open/close are the first/last *non-NULL* ``current_price`` by ``valid_from``; high/low ignore
+  NULLs; a bucket whose prices are all NULL has NULL prices but still counts its versions.
+* ``volume`` is the last non-NULL ``total_volume`` of the bucket (CoinGecko's rolling 24 h volume
+  at the bucket's close; summing rolling 24 h volumes would be meaningless).
+* ``return`` is ``close / open - 1`` *within* the bucket, so a bucket depends on its own versions
+  only and can be recomputed alone (a close-to-close return would make every bucket depend on its
+  predecessor, and a late version would ripple into the next bucket).
+* ``realized_volatility`` is the sample stddev of the log returns between consecutive priced
+  versions inside the bucket (versions with a NULL or non-positive price are skipped); NULL with
+  fewer than 2 returns. It is not annualised.
+* ``n_anomalies`` is the number of versions in the bucket flagged by any anomaly metric.
+
+The stage recomputes, per touched key, the buckets from the one holding ``from_ts`` onwards, and
+per touched vs_currency the days from ``date(from_ts)`` onwards (docs/DESIGN.md, section 4), and
+replaces them with ONE MERGE per table. Open-ended like the anomalies range: late data re-scores
+later anomalies, which changes later buckets' ``n_anomalies``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from app.faults import crash_point
+from app.logs import log_event
+from app.quality.anomalies import log_return
+from app.sinks.delta_io import delta_txn
+from app.sinks.touched import (
+    TouchedKey,
+    collect_touched,
+    key_predicate,
+    keys_column_filter,
+    read_key_tails,
+    sql_str,
+    touched_frame,
+)
+from app.tables import ensure_table
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from app.sinks.context import BatchContext
+
+logger = logging.getLogger(__name__)
+
+METRICS_TABLE = "gold_crypto_metrics"
+OHLC_TABLE = "gold_coin_ohlc"
+# Interval label -> date_trunc unit.
+INTERVALS: dict[str, str] = {"1h": "hour", "1d": "day"}
+OHLC_KEYS = ("coin_id", "vs_currency", "interval", "bucket_start")
+METRICS_KEYS = ("metric_date", "vs_currency", "market_cap_category")
+
+
+def filter_last_version_of_day(
+    df: DataFrame, *, keys: Sequence[str] = ("coin_id", "vs_currency")
+) -> DataFrame:
+    """Keep each key's last version of each UTC day, with ``metric_date`` added.
+
+    Args:
+        df: silver versions.
+        keys: business key.
+
+    Returns:
+        One row per (keys, metric_date).
+    """
+    latest_first = Window.partitionBy(*keys, "metric_date").orderBy(F.col("valid_from").desc())
+    return (
+        df.withColumn("metric_date", F.to_date("valid_from"))
+        .withColumn("_rank", F.row_number().over(latest_first))
+        .filter(F.col("_rank") == 1)
+        .drop("_rank")
+    )
+
+
+def aggregate_market_metrics(silver_df: DataFrame, *, batch_id: int | None = None) -> DataFrame:
+    """Market KPIs per (metric_date, vs_currency, market_cap_category) from silver versions.
+
+    Averages, sums, max and min ignore NULLs (a coin without a market cap still counts in
+    ``num_coins``); ``avg_price_change_24h`` averages ``price_change_percentage_24h``, as the
+    original design did. A NULL category is its own group.
+
+    Args:
+        silver_df: silver versions (any subset of whole days per key gives exact days).
+        batch_id: stored as ``updated_batch_id``.
+
+    Returns:
+        Rows in the column order of ``app.tables.GOLD_METRICS_DDL``.
+    """
+    return (
+        silver_df.transform(filter_last_version_of_day)
+        .groupBy(*METRICS_KEYS)
+        .agg(
+            F.count(F.lit(1)).alias("num_coins"),
+            F.sum("market_cap").alias("total_market_cap"),
+            F.sum("total_volume").alias("total_volume_24h"),
+            F.avg("current_price").alias("avg_price"),
+            F.avg("price_change_percentage_24h").alias("avg_price_change_24h"),
+            F.avg("price_volatility_24h").alias("avg_volatility"),
+            F.avg("volume_to_market_cap_ratio").alias("avg_volume_ratio"),
+            F.max("market_cap").alias("max_market_cap"),
+            F.min("market_cap").alias("min_market_cap"),
+            F.max("valid_from").alias("metric_timestamp"),
+        )
+        .withColumn("num_coins", F.col("num_coins").cast("bigint"))
+        .withColumn("updated_batch_id", F.lit(batch_id).cast("bigint"))
+    )
+
+
+def explode_buckets(df: DataFrame, *, intervals: Sequence[str] = tuple(INTERVALS)) -> DataFrame:
+    """One row per (version, interval) with ``interval`` and ``bucket_start`` of ``valid_from``.
+
+    Args:
+        df: silver versions.
+        intervals: labels from :data:`INTERVALS`.
+
+    Returns:
+        ``df`` repeated per interval, with the two new columns.
+
+    Raises:
+        ValueError: an unknown interval label.
+    """
+    unknown = sorted(set(intervals) - set(INTERVALS))
+    if unknown:
+        raise ValueError(f"unknown intervals {unknown}; expected some of {sorted(INTERVALS)}")
+    exploded = [
+        df.withColumn("interval", F.lit(label)).withColumn(
+            "bucket_start", F.date_trunc(INTERVALS[label], "valid_from")
+        )
+        for label in intervals
+    ]
+    out = exploded[0]
+    for part in exploded[1:]:
+        out = out.unionByName(part)
+    return out
+
+
+def with_bucket_log_return(df: DataFrame, *, price_col: str = "current_price") -> DataFrame:
+    """Add ``log_return`` between consecutive priced versions of the same bucket.
+
+    Versions without a positive price sit in their own window partition, so they are skipped
+    rather than breaking the chain; their own ``log_return`` is NULL.
+    """
+    priced = F.coalesce(F.col(price_col) > 0, F.lit(False))
+    chain = Window.partitionBy(*OHLC_KEYS, "_priced").orderBy("valid_from")
+    return (
+        df.withColumn("_priced", priced)
+        .withColumn("log_return", log_return(F.col(price_col), F.lag(price_col).over(chain)))
+        .drop("_priced")
+    )
+
+
+def with_has_anomaly(df: DataFrame, anomalies_df: DataFrame) -> DataFrame:
+    """Add ``has_anomaly``: the version was flagged for at least one metric."""
+    flagged_df = (
+        anomalies_df.select("coin_id", "vs_currency", F.col("observed_at").alias("valid_from"))
+        .distinct()
+        .withColumn("has_anomaly", F.lit(True))
+    )
+    return df.join(flagged_df, ["coin_id", "vs_currency", "valid_from"], "left").withColumn(
+        "has_anomaly", F.coalesce("has_anomaly", F.lit(False))
+    )
+
+
+def aggregate_coin_ohlc(
+    silver_df: DataFrame,
+    anomalies_df: DataFrame,
+    *,
+    intervals: Sequence[str] = tuple(INTERVALS),
+    batch_id: int | None = None,
+) -> DataFrame:
+    """Per-coin candles for each interval from silver versions and the anomaly rows.
+
+    See the module docstring for the definition of every column.
+
+    Args:
+        silver_df: silver versions (``coin_id, vs_currency, valid_from, current_price,
+            total_volume``); whole buckets give exact candles.
+        anomalies_df: ``crypto_anomalies`` rows of the same keys and period.
+        intervals: labels from :data:`INTERVALS`.
+        batch_id: stored as ``updated_batch_id``.
+
+    Returns:
+        Rows in the column order of ``app.tables.GOLD_OHLC_DDL``.
+    """
+    price, volume = F.col("current_price"), F.col("total_volume")
+    price_time = F.when(price.isNotNull(), F.col("valid_from"))
+    volume_time = F.when(volume.isNotNull(), F.col("valid_from"))
+    candles_df = (
+        silver_df.select("coin_id", "vs_currency", "valid_from", "current_price", "total_volume")
+        .transform(with_has_anomaly, anomalies_df)
+        .transform(explode_buckets, intervals=intervals)
+        .transform(with_bucket_log_return)
+        .groupBy(*OHLC_KEYS)
+        .agg(
+            F.min_by(price, price_time).alias("open"),
+            F.max(price).alias("high"),
+            F.min(price).alias("low"),
+            F.max_by(price, price_time).alias("close"),
+            F.max_by(volume, volume_time).alias("volume"),
+            F.count("log_return").alias("_n_returns"),
+            F.stddev_samp("log_return").alias("_stddev"),
+            F.count(F.lit(1)).cast("bigint").alias("n_obs"),
+            F.sum(F.col("has_anomaly").cast("bigint")).alias("n_anomalies"),
+        )
+    )
+    return candles_df.select(
+        *OHLC_KEYS,
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        F.when(F.col("open") > 0, F.col("close") / F.col("open") - 1).alias("return"),
+        F.when(F.col("_n_returns") >= 2, F.col("_stddev")).alias("realized_volatility"),
+        "n_obs",
+        "n_anomalies",
+        F.lit(batch_id).cast("bigint").alias("updated_batch_id"),
+    )
+
+
+# ---------------------------------------------------------------- the stage (thin I/O)
+
+
+def _ohlc_source(ctx: BatchContext, keys: list[TouchedKey]) -> DataFrame:
+    """The recomputed candles of the touched buckets (bucket_start >= trunc(from_ts) per key)."""
+    spark = ctx.spark
+    day_start = "date_trunc('day', from_ts)"
+    versions_df = read_key_tails(
+        spark,
+        ctx.layout.table("silver_crypto_clean"),
+        keys,
+        columns=["current_price", "total_volume"],
+        versions_before=0,
+        lower_bound=day_start,
+    )
+    anomalies_df = (
+        spark.read.format("delta")
+        .load(ctx.layout.table("crypto_anomalies"))
+        .filter(keys_column_filter(keys))
+        .join(F.broadcast(touched_frame(spark, keys)), ["coin_id", "vs_currency"])
+        .filter(F.col("observed_at") >= F.expr(day_start))
+    )
+    first_bucket = F.when(F.col("interval") == "1h", F.date_trunc("hour", "from_ts")).otherwise(
+        F.date_trunc("day", "from_ts")
+    )
+    return (
+        aggregate_coin_ohlc(versions_df, anomalies_df, batch_id=ctx.batch_id)
+        .join(F.broadcast(touched_frame(spark, keys)), ["coin_id", "vs_currency"])
+        .filter(F.col("bucket_start") >= first_bucket)
+        .drop("from_ts")
+    )
+
+
+def _ohlc_range(keys: list[TouchedKey]) -> str:
+    parts = []
+    for k in keys:
+        hour = f"date_trunc('hour', TIMESTAMP {sql_str(k.from_ts)})"
+        day = f"date_trunc('day', TIMESTAMP {sql_str(k.from_ts)})"
+        parts.append(
+            f"({key_predicate(k, 't.')} AND ((t.`interval` = '1h' AND t.bucket_start >= {hour})"
+            f" OR (t.`interval` = '1d' AND t.bucket_start >= {day})))"
+        )
+    return "(" + " OR ".join(parts) + ")"
+
+
+def _first_days(keys: list[TouchedKey]) -> dict[str, str]:
+    """Per touched vs_currency, the first touched UTC day (``YYYY-MM-DD``)."""
+    days: dict[str, str] = {}
+    for k in keys:
+        day = k.from_ts[:10]
+        days[k.vs_currency] = min(day, days.get(k.vs_currency, day))
+    return days
+
+
+def _metrics_source(ctx: BatchContext, days: dict[str, str]) -> DataFrame:
+    """The recomputed market metrics of every touched (vs_currency, day >= first touched day)."""
+    silver_df = ctx.spark.read.format("delta").load(ctx.layout.table("silver_crypto_clean"))
+    wanted = F.lit(False)
+    for currency, day in days.items():
+        wanted = wanted | (
+            (F.col("vs_currency") == currency) & (F.col("valid_from") >= F.to_timestamp(F.lit(day)))
+        )
+    return aggregate_market_metrics(silver_df.filter(wanted), batch_id=ctx.batch_id)
+
+
+def _metrics_range(days: dict[str, str]) -> str:
+    parts = [
+        f"(t.vs_currency = {sql_str(c)} AND t.metric_date >= DATE {sql_str(d)})"
+        for c, d in sorted(days.items())
+    ]
+    return "(" + " OR ".join(parts) + ")"
+
+
+def _merge(
+    spark: SparkSession,
+    path: str,
+    source_df: DataFrame,
+    keys: Sequence[str],
+    delete_condition: str,
+    *,
+    app_id: str,
+    batch_id: int,
+) -> int:
+    """Replace a range of a gold table with ``source_df`` in ONE MERGE; returns the source rows."""
+    from delta.tables import DeltaTable
+
+    source_df = source_df.cache()
+    try:
+        rows = source_df.count()
+        on = " AND ".join(f"t.`{c}` <=> s.`{c}`" for c in keys)
+        with delta_txn(spark, app_id, batch_id):
+            (
+                DeltaTable.forPath(spark, path)
+                .alias("t")
+                .merge(source_df.alias("s"), on)
+                .whenMatchedUpdateAll()
+                .whenNotMatchedInsertAll()
+                .whenNotMatchedBySourceDelete(condition=delete_condition)
+                .execute()
+            )
+    finally:
+        source_df.unpersist()
+    return rows
+
+
+def gold_stage(ctx: BatchContext) -> dict[str, int]:
+    """Stage: recompute the touched candles and market days from silver and MERGE them.
+
+    Run it after the anomalies stage of the same batch (``n_anomalies`` reads ``crypto_anomalies``).
+
+    Args:
+        ctx: the batch (after silver and anomalies).
+
+    Returns:
+        ``gold_ohlc_rows`` and ``gold_metrics_rows``: the recomputed rows written.
+    """
+    spark = ctx.spark
+    for name in (METRICS_TABLE, OHLC_TABLE, "crypto_anomalies"):
+        ensure_table(spark, name, ctx.layout.table(name))
+    keys = collect_touched(ctx.touched_df)
+    counts = {"gold_ohlc_rows": 0, "gold_metrics_rows": 0}
+    if keys:
+        txn = {"app_id": ctx.app_id, "batch_id": ctx.batch_id}
+        counts["gold_ohlc_rows"] = _merge(
+            spark, ctx.layout.table(OHLC_TABLE), _ohlc_source(ctx, keys), OHLC_KEYS, _ohlc_range(keys), **txn
+        )
+        days = _first_days(keys)
+        counts["gold_metrics_rows"] = _merge(
+            spark,
+            ctx.layout.table(METRICS_TABLE),
+            _metrics_source(ctx, days),
+            METRICS_KEYS,
+            _metrics_range(days),
+            **txn,
+        )
+    log_event(logger, "gold.done", batch_id=ctx.batch_id, run_id=ctx.run_id, keys=len(keys), **counts)
+    crash_point("after_gold")
+    return counts
