@@ -44,6 +44,7 @@ def _run(spark, root, batch_id, silver, new, **extra):
     return ctx, silver + new
 
 
+@pytest.mark.slow
 def test_anomalies_stage_incremental_with_late_data_equals_from_scratch(
     spark, tmp_path, caplog, requests_mock
 ):

@@ -6,6 +6,7 @@ import math
 from datetime import datetime, timedelta
 
 import numpy as np
+import pytest
 
 from app.sinks.anomalies import anomalies_stage
 from app.sinks.gold import aggregate_coin_ohlc, aggregate_market_metrics, gold_stage
@@ -55,6 +56,7 @@ def _assert_close(actual, expected):
                 assert g == w, (got, want)
 
 
+@pytest.mark.slow
 def test_gold_stage_incremental_with_late_data_equals_from_scratch(spark, tmp_path):
     a_usd, b_usd, a_eur = (
         _series("alpha", "usd", 120, 1),
