@@ -1,0 +1,66 @@
+"""``coinlake replay --from-scratch``: drop the derived tables and the checkpoint, rebuild from bronze."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from app.commands.common import layout_of, settings_from_args, spark_from_settings
+from app.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from app.paths import Layout
+
+# pipeline_metadata is the run history (ingest cycles too), so a replay keeps it.
+DERIVED_TABLES = (
+    "silver_crypto_clean",
+    "crypto_anomalies",
+    "gold_crypto_metrics",
+    "gold_coin_ohlc",
+    "bronze_quarantine",
+)
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("replay", help="rebuild every derived table from bronze with a new checkpoint")
+    parser.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="required: delete silver, anomalies, gold, quarantine and the stream checkpoint first",
+    )
+    parser.set_defaults(handler=_replay)
+
+
+def drop_derived_state(spark: SparkSession, layout: Layout) -> list[str]:
+    """Delete the derived tables and the stream checkpoint (through Hadoop, so ``dbfs:/`` works); returns what was deleted."""
+    from app.paths import STREAM_QUERY_NAME
+
+    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    conf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[attr-defined]
+    deleted = []
+    for target in [layout.table(t) for t in DERIVED_TABLES] + [layout.checkpoint(STREAM_QUERY_NAME)]:
+        path = jvm.org.apache.hadoop.fs.Path(target)
+        fs = path.getFileSystem(conf)
+        if fs.exists(path):
+            fs.delete(path, True)
+            deleted.append(target)
+    return deleted
+
+
+def _replay(args: argparse.Namespace) -> int:
+    if not args.from_scratch:
+        raise ConfigError(
+            "replay: pass --from-scratch to confirm dropping the derived tables and the checkpoint"
+        )
+    from app.commands.stream import summary_line
+    from app.stream import run_stream
+
+    settings = settings_from_args(args)
+    layout = layout_of(settings)
+    spark = spark_from_settings(settings, app_name="coinlake-replay")
+    for path in drop_derived_state(spark, layout):
+        print(f"replay: deleted {path}")
+    print(summary_line(run_stream(spark, settings, layout, trigger="available-now")))
+    return 0

@@ -1,0 +1,41 @@
+"""``coinlake stream --trigger available-now|interval [--every 30s]``: the bronze -> silver query."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from app.commands.common import layout_of, settings_from_args, spark_from_settings
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("stream", help="run the bronze -> silver streaming query")
+    parser.add_argument(
+        "--trigger",
+        choices=("available-now", "interval"),
+        default="available-now",
+        help="available-now: process every bronze file present, then exit; interval: run until SIGTERM",
+    )
+    parser.add_argument("--every", default="30s", help="interval of the interval trigger (30s, 2m, 500ms)")
+    parser.set_defaults(handler=_stream)
+
+
+def _stream(args: argparse.Namespace) -> int:
+    from app.stream import parse_duration, run_stream
+
+    settings = settings_from_args(args)
+    parse_duration(args.every)  # fail fast on a bad value, before Spark starts
+    spark = spark_from_settings(settings, app_name="coinlake-stream")
+    result = run_stream(spark, settings, layout_of(settings), trigger=args.trigger, every=args.every)
+    print(summary_line(result))
+    return 0
+
+
+def summary_line(result: Any) -> str:
+    """One line summing up a stream run."""
+    b = result.batches
+    return (
+        f"stream: {len(b)} batches, {sum(x.files for x in b)} files, {result.records_read} records, "
+        f"{sum(x.new_versions for x in b)} new versions, {sum(x.unchanged for x in b)} unchanged, "
+        f"{sum(x.duplicates for x in b)} duplicates, {sum(x.quarantined for x in b)} quarantined"
+    )

@@ -1,0 +1,214 @@
+"""Build, start and await the bronze -> silver streaming query.
+
+:func:`run_stream` is what the CLI, the demo and the tests call: it starts the query with a stable
+name and checkpoint (``Layout.checkpoint(STREAM_QUERY_NAME)``), runs it ``available-now`` (every
+file present at start, in batches of ``max_files_per_trigger``, then stops) or on an ``interval``
+(until SIGTERM/SIGINT or ``timeout_seconds``), and returns a :class:`StreamResult`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from app.errors import ConfigError, PipelineError
+from app.logs import log_event
+from app.paths import STREAM_QUERY_NAME
+from app.sinks.handler import SilverBatchHandler
+from app.sources.bronze import read_bronze_stream
+from app.tables import ensure_table
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+
+    from app.config import Settings
+    from app.paths import Layout
+    from app.quality.expectations import Rule
+    from app.sinks.context import Stage
+    from app.sinks.metadata import BatchMetadata
+
+logger = logging.getLogger(__name__)
+Trigger = Literal["available-now", "interval"]
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+
+
+class StreamFailedError(PipelineError):
+    """The streaming query stopped with an error (the failed batch re-runs on restart)."""
+
+
+@dataclass
+class StreamResult:
+    """What a run of the query did.
+
+    Attributes:
+        query_id: the query id stored in the checkpoint (stable across restarts).
+        app_id: the idempotence id derived from it.
+        run_id: this process run.
+        batches: metadata of every batch this run processed, in order.
+    """
+
+    query_id: str
+    app_id: str
+    run_id: str
+    batches: list[BatchMetadata] = field(default_factory=list)
+
+    @property
+    def records_read(self) -> int:
+        """Records read over all batches of the run."""
+        return sum(b.records_read for b in self.batches)
+
+
+def default_stages(settings: Settings) -> list[Stage]:
+    """The stages run after silver in every batch (anomalies, gold, warehouse are wired in here)."""
+    return []
+
+
+def parse_duration(text: str) -> float:
+    """``30s``, ``500ms``, ``2m``, ``1h`` or plain seconds to seconds.
+
+    Raises:
+        ConfigError: the text is not a positive duration.
+    """
+    match = _DURATION.match(text or "")
+    if not match or float(match.group(1)) <= 0:
+        raise ConfigError(f"--every: expected a duration like 30s, 500ms, 2m or 1h, found {text!r}")
+    factor = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[match.group(2) or "s"]
+    return float(match.group(1)) * factor
+
+
+def start_stream(
+    spark: SparkSession,
+    settings: Settings,
+    layout: Layout,
+    handler: SilverBatchHandler,
+    *,
+    trigger: Trigger = "available-now",
+    every: str = "30s",
+) -> StreamingQuery:
+    """Start the query (named :data:`app.paths.STREAM_QUERY_NAME`) with ``handler`` as its sink."""
+    for name in ("silver_crypto_clean", "bronze_quarantine", "pipeline_metadata"):
+        ensure_table(spark, name, layout.table(name))
+    source_df = read_bronze_stream(
+        spark,
+        layout.bronze_root,
+        max_files_per_trigger=settings.max_files_per_trigger,
+        lookback_days=settings.bronze_lookback_days,
+    )
+    writer = (
+        source_df.writeStream.queryName(STREAM_QUERY_NAME)
+        .option("checkpointLocation", layout.checkpoint(STREAM_QUERY_NAME))
+        .foreachBatch(handler)
+    )
+    if trigger == "available-now":
+        writer = writer.trigger(availableNow=True)
+    elif trigger == "interval":
+        writer = writer.trigger(processingTime=f"{int(parse_duration(every) * 1000)} milliseconds")
+    else:
+        raise ConfigError(f"--trigger: expected available-now or interval, found {trigger!r}")
+    return writer.start()
+
+
+def run_stream(
+    spark: SparkSession,
+    settings: Settings,
+    layout: Layout,
+    *,
+    trigger: Trigger = "available-now",
+    every: str = "30s",
+    stages: Sequence[Stage] | None = None,
+    rules: list[Rule] | None = None,
+    run_id: str | None = None,
+    timeout_seconds: float | None = None,
+) -> StreamResult:
+    """Run the query until it finishes (available-now), is signalled (SIGTERM/SIGINT) or times out.
+
+    Args:
+        spark: the session.
+        settings: the settings (batch size, lookback).
+        layout: the storage layout.
+        trigger: ``available-now`` or ``interval``.
+        every: the interval of the ``interval`` trigger.
+        stages: stages after silver; default :func:`default_stages`.
+        rules: expectations; default ``default_rules()``.
+        run_id: this run's id (default: a new UUID).
+        timeout_seconds: stop the query after this long (mainly for interval runs in tests).
+
+    Returns:
+        The run's :class:`StreamResult`.
+
+    Raises:
+        StreamFailedError: a batch failed; the query stopped and that batch re-runs on restart.
+    """
+    run_id = run_id or uuid.uuid4().hex
+    checkpoint = layout.checkpoint(STREAM_QUERY_NAME)
+    handler = SilverBatchHandler(
+        layout=layout,
+        settings=settings,
+        checkpoint=checkpoint,
+        run_id=run_id,
+        stages=default_stages(settings) if stages is None else stages,
+        rules=rules,
+    )
+    query = start_stream(spark, settings, layout, handler, trigger=trigger, every=every)
+    log_event(logger, "stream.started", query_id=query.id, trigger=trigger, run_id=run_id)
+    stop = threading.Event()
+    restore = _install_stop_signals(stop)
+    waited = 0.0
+    try:
+        while query.isActive:
+            if stop.is_set() or (timeout_seconds is not None and waited >= timeout_seconds):
+                log_event(
+                    logger,
+                    "stream.stopping",
+                    query_id=query.id,
+                    reason="signal" if stop.is_set() else "timeout",
+                )
+                query.stop()
+                break
+            query.awaitTermination(0.5)
+            waited += 0.5
+    finally:
+        restore()
+    error = query.exception()
+    if error is not None:
+        raise StreamFailedError(f"stream stopped by an error: {_first_line(str(error))}")
+    result = StreamResult(
+        query_id=str(query.id), app_id=handler.app_id or "", run_id=run_id, batches=handler.results
+    )
+    log_event(
+        logger, "stream.finished", query_id=query.id, batches=len(result.batches), records=result.records_read
+    )
+    return result
+
+
+def _install_stop_signals(stop: threading.Event):  # noqa: ANN202
+    """Make SIGTERM/SIGINT request a clean stop (main thread only); returns a restore callable."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def _request_stop(signum: int, frame: object) -> None:
+        stop.set()
+
+    for sig in previous:
+        signal.signal(sig, _request_stop)
+
+    def _restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return _restore
+
+
+def _first_line(text: str) -> str:
+    for line in text.strip().splitlines():
+        if line.strip():
+            return line.strip()[:500]
+    return "unknown error"
