@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 Trigger = Literal["available-now", "interval"]
+PROGRESS_FLUSH_SECONDS = 60.0
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 
 
@@ -66,8 +67,20 @@ class StreamResult:
 
 
 def default_stages(settings: Settings) -> list[Stage]:
-    """The stages run after silver in every batch (anomalies, gold, warehouse are wired in here)."""
-    return []
+    """The stages run after silver in every batch, in order.
+
+    Anomalies come before gold (candles count the batch's anomalies); the warehouse comes last so
+    it mirrors what Delta committed. ``COINLAKE_WAREHOUSE=none`` leaves the warehouse out.
+    """
+    from app.sinks.anomalies import anomalies_stage
+    from app.sinks.gold import gold_stage
+
+    stages: list[Stage] = [anomalies_stage, gold_stage]
+    if settings.effective_warehouse != "none":
+        from app.sinks.warehouse_stage import WarehouseStage
+
+        stages.append(WarehouseStage())
+    return stages
 
 
 def parse_duration(text: str) -> float:
@@ -156,8 +169,28 @@ def run_stream(
         stages=default_stages(settings) if stages is None else stages,
         rules=rules,
     )
-    query = start_stream(spark, settings, layout, handler, trigger=trigger, every=every)
-    log_event(logger, "stream.started", query_id=query.id, trigger=trigger, run_id=run_id)
+    from app.observability import recording_progress
+
+    # Interval runs live long: flush their progress rows every minute, not only at the end.
+    flush_every = PROGRESS_FLUSH_SECONDS if trigger == "interval" else None
+    with recording_progress(spark, layout, run_id=run_id, flush_interval_s=flush_every):
+        query = start_stream(spark, settings, layout, handler, trigger=trigger, every=every)
+        log_event(logger, "stream.started", query_id=query.id, trigger=trigger, run_id=run_id)
+        _await(query, timeout_seconds)
+    error = query.exception()
+    if error is not None:
+        raise StreamFailedError(f"stream stopped by an error: {_first_line(str(error))}")
+    result = StreamResult(
+        query_id=str(query.id), app_id=handler.app_id or "", run_id=run_id, batches=handler.results
+    )
+    log_event(
+        logger, "stream.finished", query_id=query.id, batches=len(result.batches), records=result.records_read
+    )
+    return result
+
+
+def _await(query: StreamingQuery, timeout_seconds: float | None) -> None:
+    """Wait for the query to end, stopping it on SIGTERM/SIGINT or after ``timeout_seconds``."""
     stop = threading.Event()
     restore = _install_stop_signals(stop)
     waited = 0.0
@@ -176,16 +209,6 @@ def run_stream(
             waited += 0.5
     finally:
         restore()
-    error = query.exception()
-    if error is not None:
-        raise StreamFailedError(f"stream stopped by an error: {_first_line(str(error))}")
-    result = StreamResult(
-        query_id=str(query.id), app_id=handler.app_id or "", run_id=run_id, batches=handler.results
-    )
-    log_event(
-        logger, "stream.finished", query_id=query.id, batches=len(result.batches), records=result.records_read
-    )
-    return result
 
 
 def _install_stop_signals(stop: threading.Event):  # noqa: ANN202

@@ -36,7 +36,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from app.config import load_settings
     from app.logs import configure_logging
-    from app.observability import recording_progress
     from app.paths import Layout
     from app.report import build_report
     from app.spark import build_spark
@@ -56,8 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ui=settings.spark_ui,
     )
     run_id = uuid.uuid4().hex
-    with recording_progress(spark, layout, run_id=run_id):
-        run_stream(spark, settings, layout, trigger="available-now", run_id=run_id)
+    run_stream(spark, settings, layout, trigger="available-now", run_id=run_id)
     if args.report:
         build_report(
             spark,

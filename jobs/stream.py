@@ -12,8 +12,6 @@ import sys
 import uuid
 from collections.abc import Sequence
 
-PROGRESS_FLUSH_SECONDS = 60.0
-
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of the stream job."""
@@ -37,7 +35,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from app.config import load_settings
     from app.logs import configure_logging
-    from app.observability import recording_progress
     from app.paths import Layout
     from app.spark import build_spark
     from app.stream import run_stream
@@ -52,8 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ui=settings.spark_ui,
     )
     run_id = uuid.uuid4().hex
-    with recording_progress(spark, layout, run_id=run_id, flush_interval_s=PROGRESS_FLUSH_SECONDS):
-        run_stream(spark, settings, layout, trigger=args.trigger, every=args.every, run_id=run_id)
+    run_stream(spark, settings, layout, trigger=args.trigger, every=args.every, run_id=run_id)
     return 0
 
 
