@@ -34,7 +34,7 @@ setup() {
   want="$(cat setup.cfg pyproject.toml | sha256sum | cut -c1-16)"
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e ".[dev]"
+    "$VENV/bin/python" -m pip install -q -e ".[spark,dev]"
     echo "$want" > "$stamp"
   fi
 }

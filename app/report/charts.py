@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import warnings
 from typing import Any
 
 import matplotlib.dates as mdates
@@ -22,7 +23,10 @@ UP, DOWN, FLAG = "#26a69a", "#ef5350", "#d62728"
 def to_png_base64(fig: Figure) -> str:
     """Render a figure to a base64-encoded PNG."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    with warnings.catch_warnings():
+        # Short date ranges make AutoDateLocator fall back to a default interval: harmless.
+        warnings.filterwarnings("ignore", message="AutoDateLocator was unable", category=UserWarning)
+        fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -77,6 +78,8 @@ def emulator_connector(db_dir: str) -> WarehouseConnector:
     def connect() -> Any:
         from fakesnow.instance import FakeSnow
 
+        # fakesnow warns about an extra Arrow copy on every fetch: noise, not a problem here.
+        warnings.filterwarnings("ignore", message="Arrow output on a DB-API result", category=UserWarning)
         os.makedirs(path, exist_ok=True)
         instance = FakeSnow(db_path=path)
         try:
