@@ -8,6 +8,7 @@ Every source uses the same key names (``COINLAKE_*`` and ``SNOWFLAKE_*``).
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -37,6 +38,10 @@ _SNOWFLAKE_FIELDS = (
     "database",
     "schema",
 )
+# Snowflake object names (database, schema, warehouse, role) are unquoted identifiers: letters,
+# digits, ``_`` and ``$``, not starting with a digit. Anything else (quotes, dots, spaces, ``;``)
+# is refused on load, so a setting can never smuggle SQL into a ``USE``/DDL statement.
+_SNOWFLAKE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,254}$")
 API_HOSTS = {
     "public": "https://api.coingecko.com/api/v3",
     "demo": "https://api.coingecko.com/api/v3",
@@ -187,6 +192,19 @@ class Settings(BaseSettings):
         for cur in value:
             if not cur.isalnum():
                 raise ValueError(f"invalid currency code {cur!r}")
+        return value
+
+    @field_validator(
+        "snowflake_database", "snowflake_schema", "snowflake_warehouse", "snowflake_role", mode="before"
+    )
+    @classmethod
+    def _snowflake_name(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str) or not _SNOWFLAKE_NAME.match(value):
+            raise ValueError(
+                "expected a Snowflake identifier (letters, digits, _ or $, not starting with a digit)"
+            )
         return value
 
     @field_validator("warehouse", mode="before")
