@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 Action = Literal["warn", "quarantine", "fail"]
 ACTIONS = ("warn", "quarantine", "fail")
 CHECK_PREFIX = "dq_"
+# No crypto market price exists before the Bitcoin genesis block (2009-01-03).
+EARLIEST_MARKET_TIME = "2009-01-03T00:00:00Z"
 # Raw field -> typed column checked by the type rule.
 TYPED_FIELDS = {
     "current_price": "current_price",
@@ -120,6 +122,20 @@ def is_not_in_future(
     )
 
 
+def is_not_before(col_name: str, earliest: str) -> Column:
+    """``col_name`` must not be before ``earliest`` (an ISO timestamp) when present.
+
+    Catches zero-epoch sentinels (``1970-01-01T00:00:00Z``) and similar defaults, which would
+    otherwise open a silver history decades before the market existed.
+    """
+    col = F.col(col_name)
+    bad = col < F.lit(earliest).cast("timestamp")
+    return F.when(
+        F.coalesce(bad, F.lit(False)),
+        F.concat(F.lit(f"{col_name} must be at or after {earliest}, found "), _found(col_name)),
+    )
+
+
 def is_not_greater(left: str, right: str) -> Column:
     """``left <= right`` when both are present (e.g. ``low_24h <= high_24h``)."""
     bad = F.col(left) > F.col(right)
@@ -158,6 +174,7 @@ def default_rules(*, max_future_seconds: int = 86400) -> list[Rule]:
         Rule(
             "last_updated_in_future", is_not_in_future("last_updated", max_ahead_seconds=max_future_seconds)
         ),
+        Rule("last_updated_too_old", is_not_before("last_updated", EARLIEST_MARKET_TIME)),
         Rule("low_24h_above_high_24h", is_not_greater("low_24h", "high_24h")),
         Rule("name_is_null", is_not_null("name"), "warn"),
         Rule("market_cap_rank_is_null", is_not_null("market_cap_rank"), "warn"),
