@@ -180,16 +180,24 @@ def _ingest_currency(
         except SourceTransientError as exc:
             result.pages_failed.append(PageFailure(vs, page, str(exc)))
             continue
-        path = write_bronze_page(
-            layout,
-            records_body=got.body_text,
-            vs_currency=vs,
-            page=page,
-            run_id=result.run_id,
-            fetched_at=now(),
-            request=got.request,
-            http_status=got.http_status,
-        )
+        try:
+            path = write_bronze_page(
+                layout,
+                records_body=got.body_text,
+                vs_currency=vs,
+                page=page,
+                run_id=result.run_id,
+                fetched_at=now(),
+                request=got.request,
+                http_status=got.http_status,
+            )
+        except OSError as exc:
+            # Storage is broken (permission denied, disk full, a file where a folder should be):
+            # the page is not landed (the writer leaves no temp file) and later pages would fail too.
+            reason = f"cannot write bronze page {vs} p{page}: {exc.strerror or exc} ({exc.filename or layout.bronze_root})"
+            result.pages_failed.append(PageFailure(vs, page, reason))
+            result.status, result.error = "failed", reason
+            return False
         result.pages_ok += 1
         result.records += len(got.records)
         result.files.append(path)
