@@ -109,8 +109,9 @@ def build_spark(
     log4j = str(resources.files("app").joinpath("log4j2.properties"))
     java_opts = f"-Dlog4j.configurationFile=file:{log4j} -Dlog4j2.configurationFile=file:{log4j}"
 
+    coordinate = delta_maven_coordinate()
+    cached_jars = _cached_jars(coordinate)
     conf: dict[str, str] = {
-        "spark.jars.packages": delta_maven_coordinate(),
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.session.timeZone": "UTC",
@@ -126,6 +127,11 @@ def build_spark(
         "spark.databricks.delta.properties.defaults.enableDeletionVectors": "true",
         "spark.sql.streaming.fileSource.cleaner.numThreads": "1",
     }
+    if cached_jars:
+        # Resolved before: skip Ivy (no resolution report on every start, and faster).
+        conf["spark.jars"] = ",".join(cached_jars)
+    else:
+        conf["spark.jars.packages"] = coordinate
     ivy_dir = os.environ.get("COINLAKE_IVY_DIR")
     if ivy_dir:
         conf["spark.jars.ivy"] = ivy_dir
@@ -143,4 +149,39 @@ def build_spark(
             f"reachable for {delta_maven_coordinate()}"
         ) from None
     spark.sparkContext.setLogLevel("ERROR")
+    if not cached_jars and "spark.jars.packages" in conf:
+        _remember_jars(coordinate, spark.sparkContext.getConf().get("spark.jars", ""))
     return spark
+
+
+def _jar_manifest(coordinate: str) -> str:
+    cache = os.environ.get("COINLAKE_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "coinlake"
+    )
+    return os.path.join(cache, "jars-" + re.sub(r"[^A-Za-z0-9_.-]", "_", coordinate) + ".txt")
+
+
+def _cached_jars(coordinate: str) -> list[str]:
+    """The jar files Ivy resolved for ``coordinate`` on an earlier start, if all still exist."""
+    try:
+        with open(_jar_manifest(coordinate), encoding="utf-8") as fh:
+            jars = [line.strip() for line in fh if line.strip()]
+    except OSError:
+        return []
+    return jars if jars and all(os.path.exists(j) for j in jars) else []
+
+
+def _remember_jars(coordinate: str, spark_jars: str) -> None:
+    """Record the local jar files Ivy resolved (``spark.jars`` after a ``--packages`` start)."""
+    jars = [j[len("file://") :] if j.startswith("file://") else j for j in spark_jars.split(",") if j]
+    if not jars or not all(os.path.exists(j) for j in jars):
+        return
+    path = _jar_manifest(coordinate)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(jars) + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        pass  # only a cache: the next start resolves with Ivy again

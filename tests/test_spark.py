@@ -60,3 +60,15 @@ def test_import_app_has_no_side_effects(tmp_path):
         "assert 'requests' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
+
+
+def test_jar_manifest_roundtrip_and_stale_files(monkeypatch, tmp_path):
+    monkeypatch.setenv("COINLAKE_CACHE_DIR", str(tmp_path / "cache"))
+    jar_a, jar_b = tmp_path / "a.jar", tmp_path / "b.jar"
+    jar_a.write_bytes(b"x")
+    jar_b.write_bytes(b"y")
+    spark_mod._remember_jars("io.delta:x:1", f"file://{jar_a},file://{jar_b}")
+    assert spark_mod._cached_jars("io.delta:x:1") == [str(jar_a), str(jar_b)]
+    assert spark_mod._cached_jars("io.delta:other:1") == []
+    jar_b.unlink()  # a cleaned Ivy cache makes the manifest stale: resolve again
+    assert spark_mod._cached_jars("io.delta:x:1") == []
