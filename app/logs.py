@@ -51,6 +51,25 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that looks up ``sys.stderr`` at every write.
+
+    Test runners and notebooks swap ``sys.stderr``; a handler holding the old object would write
+    to a closed file.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure_logging(fmt: str = "auto", level: str = "INFO", stream: Any = None) -> None:
     """Install one handler on the root logger (idempotent).
 
@@ -59,10 +78,9 @@ def configure_logging(fmt: str = "auto", level: str = "INFO", stream: Any = None
         level: root log level name.
         stream: where logs go; standard error by default.
     """
-    stream = stream or sys.stderr
     if fmt == "auto":
-        fmt = "text" if getattr(stream, "isatty", lambda: False)() else "json"
-    handler = logging.StreamHandler(stream)
+        fmt = "text" if getattr(stream or sys.stderr, "isatty", lambda: False)() else "json"
+    handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
