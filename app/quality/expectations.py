@@ -122,6 +122,20 @@ def is_not_in_future(
     )
 
 
+def is_plain_text(col_name: str) -> Column:
+    """``col_name`` must be plain text, not a JSON object or array sent where a scalar belongs.
+
+    Raw fields are read as strings, so ``"id": {"x": 1}`` arrives as the text ``{"x":1}``; as a
+    business key it would open a bogus coin.
+    """
+    col = F.ltrim(F.col(col_name).cast("string"))
+    bad = col.startswith("{") | col.startswith("[")
+    return F.when(
+        F.coalesce(bad, F.lit(False)),
+        F.concat(F.lit(f"{col_name} must be text, found a JSON value "), F.substring(col, 1, 100)),
+    )
+
+
 def is_not_before(col_name: str, earliest: str) -> Column:
     """``col_name`` must not be before ``earliest`` (an ISO timestamp) when present.
 
@@ -167,6 +181,8 @@ def default_rules(*, max_future_seconds: int = 86400) -> list[Rule]:
         Rule("coin_id_is_null", is_not_null("coin_id")),
         Rule("vs_currency_is_null", is_not_null("vs_currency")),
         Rule("symbol_is_null", is_not_null("symbol")),
+        Rule("coin_id_not_text", is_plain_text("coin_id")),
+        Rule("symbol_not_text", is_plain_text("symbol")),
         Rule("last_updated_is_null", is_not_null("last_updated")),
         Rule("current_price_not_positive", is_positive_finite("current_price")),
         Rule("market_cap_negative", is_not_negative("market_cap")),

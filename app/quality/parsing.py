@@ -63,12 +63,19 @@ def with_envelope(df: DataFrame, *, text_col: str = "value") -> DataFrame:
         ``df`` plus ``envelope`` (:data:`app.sources.bronze.ENVELOPE_DDL`) and ``file_error``
         (NULL for a usable page).
     """
-    text = F.col(text_col)
+    # A UTF-8 byte order mark is not part of the JSON text (RFC 8259 lets parsers ignore it).
+    text = F.regexp_replace(F.col(text_col), "^\ufeff", "")
     env = F.col("envelope")
+    # json_object_keys is strict JSON and refuses NaN/Infinity literals, which from_json (like
+    # Python's json) accepts: a page is "not an object" only when neither parser could read it,
+    # so one NaN field quarantines its record, not the whole page.
+    not_object = ~F.ltrim(text).startswith("{") | (
+        F.json_object_keys(text).isNull() & env["_corrupt_record"].isNotNull()
+    )
     file_error = (
         F.when(text.isNull() | (F.trim(text) == ""), F.lit("file is empty"))
         .when(
-            F.json_object_keys(text).isNull(),
+            F.coalesce(not_object, F.lit(True)),
             F.lit("file is not a JSON object (not JSON, truncated or HTML)"),
         )
         .when(env["_corrupt_record"].isNotNull(), F.lit("page envelope has fields of the wrong type"))
