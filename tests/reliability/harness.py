@@ -1,0 +1,207 @@
+"""Shared pieces of the reliability harness: a fixed bronze set, CLI subprocesses, table snapshots."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from app.paths import TABLE_NAMES, Layout
+from tests.helpers import T0, coin_record, minutes, write_bronze_page
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COINS = ("bitcoin", "ethereum", "solana")
+SNAPSHOTS = 8
+# Small batches and a short z-score window, so a run has several batches and flags anomalies.
+STREAM_ENV = {
+    "COINLAKE_MAX_FILES_PER_TRIGGER": "4",
+    "COINLAKE_ZSCORE_WINDOW": "5",
+    "COINLAKE_ZSCORE_MIN_PERIODS": "3",
+    "COINLAKE_ZSCORE_THRESHOLD": "1.5",
+    "COINLAKE_SPARK_MASTER": "local[2]",
+    "COINLAKE_SHUFFLE_PARTITIONS": "2",
+    "COINLAKE_LOG_FORMAT": "json",
+}
+# Columns that legitimately differ between two runs over the same bronze (ids, load times, paths).
+RUN_COLUMNS = frozenset(
+    {
+        "batch_id",
+        "updated_batch_id",
+        "run_id",
+        "app_id",
+        "source_file",
+        "ingested_at",
+        "quarantined_at",
+        "computed_at",
+        "detected_at",
+        "detected_batch_id",
+        "loaded_at",
+        "updated_at",
+        "created_at",
+        "inserted_at",
+        "processed_at",
+    }
+)
+SUBPROCESS_TIMEOUT_SECONDS = 1800
+STREAM = ("stream", "--trigger", "available-now")
+# 8 pages at 4 files per trigger.
+EXPECTED_BATCHES = 2
+
+
+def fixed_prices(coin_index: int, snapshot: int) -> float:
+    """A deterministic, wiggly price path with two spikes so the z-score flags something."""
+    base = (100.0, 20.0, 5.0)[coin_index]
+    price = base * (1.0 + 0.01 * math.sin(snapshot + coin_index))
+    if snapshot in (5, 7) and coin_index != 2:
+        price *= 1.4
+    return round(price, 6)
+
+
+def write_fixed_bronze(layout: Layout, *, start: int = 0, snapshots: int = SNAPSHOTS) -> list[str]:
+    """Write the fixed bronze set (snapshots ``start`` .. ``snapshots - 1``): one page per snapshot."""
+    paths = []
+    for s in range(start, snapshots):
+        t = T0 + minutes(10 * s)
+        records = [
+            coin_record(
+                coin,
+                fixed_prices(i, s),
+                t + timedelta(seconds=i),
+                total_volume=5_000_000 + (3_000_000 if s == 6 and i == 1 else 0) + 1000 * s,
+            )
+            for i, coin in enumerate(COINS)
+        ]
+        paths.append(write_bronze_page(layout.bronze_root, t + timedelta(seconds=30), records))
+    return paths
+
+
+@dataclass
+class CliRun:
+    """A finished ``python -m app.cli`` subprocess."""
+
+    args: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+def cli_env(data_dir: Path | str, **extra: str) -> dict[str, str]:
+    """The environment of a CLI subprocess: no inherited COINLAKE_/SNOWFLAKE_ settings, the fixed stream settings."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("COINLAKE_", "SNOWFLAKE_")) and k != "PYTEST_CURRENT_TEST"
+    }
+    env.update(STREAM_ENV)
+    env["COINLAKE_DATA_DIR"] = str(data_dir)
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, data_dir: Path | str, cwd: Path | str | None = None, **extra_env: str) -> CliRun:
+    """Run ``python -m app.cli <args>`` in a fresh process (cwd: the data dir's parent, so no .env is read)."""
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=str(cwd or Path(data_dir).parent),
+        env=cli_env(data_dir, **extra_env),
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_SECONDS,
+        check=False,
+    )
+    return CliRun(tuple(args), proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
+
+
+def tail(run: CliRun, lines: int = 25) -> str:
+    """The end of a run's output, for assertion messages."""
+    text = (run.stdout + "\n" + run.stderr).strip().splitlines()
+    return "\n".join(text[-lines:])
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 9) if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in sorted(value.items())}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def delta_snapshot(
+    spark: Any, layout: Layout, *, skip: tuple[str, ...] = ("pipeline_metadata",)
+) -> dict[str, list]:
+    """Every Delta table's rows (minus run/batch/timing columns) as sorted, canonical JSON strings."""
+    from delta.tables import DeltaTable
+
+    out: dict[str, list] = {}
+    for name in TABLE_NAMES:
+        if name in skip:
+            continue
+        path = layout.table(name)
+        if not DeltaTable.isDeltaTable(spark, path):
+            out[name] = []
+            continue
+        df = spark.read.format("delta").load(path)
+        df = df.drop(*[c for c in df.columns if c in RUN_COLUMNS])
+        rows = [
+            json.dumps(_canonical(r.asDict(recursive=True)), default=str, sort_keys=True)
+            for r in df.collect()
+        ]
+        out[name] = sorted(rows)
+    return out
+
+
+def warehouse_snapshot(layout: Layout) -> dict[str, list]:
+    """Every emulator table's rows (minus run/batch/timing columns), sorted; the ledger separately."""
+    from app.config import load_settings
+    from app.sinks.snowflake import TARGETS
+    from app.sinks.warehouse import connector_from_settings
+
+    connector = connector_from_settings(load_settings(data_dir=layout.root, warehouse="emulator"), layout)
+    assert connector is not None
+    loader = connector.loader()
+    out: dict[str, list] = {}
+    for target in TARGETS:
+        if target.name == "PIPELINE_METADATA":
+            continue
+        names, rows = loader.query(f'SELECT * FROM "{target.name}"')
+        keep = [i for i, n in enumerate(names) if n.lower() not in RUN_COLUMNS]
+        out[target.name] = sorted(json.dumps(_canonical([r[i] for i in keep]), default=str) for r in rows)
+    return out
+
+
+def ledger_rows(layout: Layout) -> list[tuple[str, int]]:
+    """``(APP_ID, BATCH_ID)`` of every LOAD_LEDGER row."""
+    from app.config import load_settings
+    from app.sinks.snowflake import LEDGER_TABLE
+    from app.sinks.warehouse import connector_from_settings
+
+    connector = connector_from_settings(load_settings(data_dir=layout.root, warehouse="emulator"), layout)
+    assert connector is not None
+    _, rows = connector.loader().query(f'SELECT "APP_ID", "BATCH_ID" FROM "{LEDGER_TABLE}" ORDER BY 2')
+    return [(str(a), int(b)) for a, b in rows]
+
+
+def diff_snapshots(expected: dict[str, list], actual: dict[str, list]) -> list[str]:
+    """Human-readable differences between two snapshots (empty when equal)."""
+    problems = []
+    for name in sorted(set(expected) | set(actual)):
+        exp, act = expected.get(name, []), actual.get(name, [])
+        if exp != act:
+            missing = sorted(set(exp) - set(act))[:3]
+            extra = sorted(set(act) - set(exp))[:3]
+            problems.append(
+                f"{name}: expected {len(exp)} rows, found {len(act)}; missing {missing}; unexpected {extra}"
+            )
+    return problems
