@@ -177,11 +177,17 @@ def _run_lakehouse(settings: Settings, layout: Layout, summary: DemoSummary, out
     with Progress("spark", total=1, stream=out) as bar:
         spark = spark_from_settings(settings, app_name="coinlake-demo")
         bar.advance(note="session ready")
-    with Progress("stream", total=1, stream=out) as bar:
-        result = run_stream(spark, settings, layout, trigger="available-now")
+    total_batches = _expected_batches(layout, settings.max_files_per_trigger)
+    with Progress("stream", total=total_batches, stream=out) as bar:
+        result = run_stream(
+            spark,
+            settings,
+            layout,
+            trigger="available-now",
+            on_batch=lambda meta: bar.advance(note=f"batch {meta.batch_id}: {meta.records_read} records"),
+        )
         summary.batches = len(result.batches)
         summary.records_read = result.records_read
-        bar.advance(note=f"{summary.batches} batches")
     _count_tables(spark, layout, summary)
     summary.warehouse = settings.effective_warehouse
     summary.warehouse_rows = _warehouse_counts(settings, layout)
@@ -194,6 +200,15 @@ def _run_lakehouse(settings: Settings, layout: Layout, summary: DemoSummary, out
             zscore_threshold=settings.zscore_threshold,
         )
         bar.advance()
+
+
+def _expected_batches(layout: Layout, max_files_per_trigger: int) -> int:
+    """Batches an available-now run will take: bronze files the stream has not planned, by batch size."""
+    from app.status import bronze_inventory, stream_progress
+
+    paths = set(bronze_inventory(layout).get("paths", ()))
+    pending = stream_progress(layout, paths)["pending_files"] if paths else 0
+    return max(1, -(-pending // max_files_per_trigger))
 
 
 def _count_tables(spark: Any, layout: Layout, summary: DemoSummary) -> None:

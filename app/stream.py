@@ -13,7 +13,7 @@ import re
 import signal
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -139,6 +139,7 @@ def run_stream(
     rules: list[Rule] | None = None,
     run_id: str | None = None,
     timeout_seconds: float | None = None,
+    on_batch: Callable[[BatchMetadata], None] | None = None,
 ) -> StreamResult:
     """Run the query until it finishes (available-now), is signalled (SIGTERM/SIGINT) or times out.
 
@@ -152,6 +153,7 @@ def run_stream(
         rules: expectations; default ``default_rules()``.
         run_id: this run's id (default: a new UUID).
         timeout_seconds: stop the query after this long (mainly for interval runs in tests).
+        on_batch: called with each finished batch's metadata (e.g. to draw progress).
 
     Returns:
         The run's :class:`StreamResult`.
@@ -168,6 +170,7 @@ def run_stream(
         run_id=run_id,
         stages=default_stages(settings) if stages is None else stages,
         rules=rules,
+        on_batch=on_batch,
     )
     from app.observability import recording_progress
 

@@ -35,6 +35,8 @@ def _demo(args: argparse.Namespace) -> int:
     if args.coins < 1 or args.cycles < 1 or args.step_seconds < 1:
         raise SystemExit("coinlake: error: --coins, --cycles and --step-seconds must be positive")
     settings = settings_from_args(args)
+    log_path = _log_to_file(settings)
+    print(f"coinlake demo: data root {settings.data_dir}; logs in {log_path}")
     options = DemoOptions(
         coins=args.coins,
         cycles=args.cycles,
@@ -44,4 +46,19 @@ def _demo(args: argparse.Namespace) -> int:
     )
     summary = run_demo(settings, options, out=sys.stdout)
     print(format_summary(summary))
+    print(f"  logs             {log_path}")
     return 0
+
+
+def _log_to_file(settings: Any) -> str:
+    """Send the structured logs to ``<root>/logs/demo.log``: the terminal keeps progress and summary."""
+    import os
+
+    from app.logs import configure_logging
+    from app.paths import Layout, local_path
+
+    folder = local_path(Layout.from_root(settings.data_dir).logs_dir)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "demo.log")
+    configure_logging("json", settings.log_level, stream=open(path, "a", encoding="utf-8"))  # noqa: SIM115
+    return path

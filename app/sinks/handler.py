@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -81,6 +81,7 @@ class SilverBatchHandler:
         run_id: id of this process run (default: a new UUID).
         stages: callables run after the silver MERGE, in order; their counts go to metadata.
         rules: the expectations (default: :func:`app.quality.expectations.default_rules`).
+        on_batch: called with each finished batch's metadata (progress display).
     """
 
     def __init__(
@@ -93,6 +94,7 @@ class SilverBatchHandler:
         run_id: str | None = None,
         stages: Sequence[Stage] = (),
         rules: list[Rule] | None = None,
+        on_batch: Callable[[BatchMetadata], None] | None = None,
     ) -> None:
         if app_id is None and checkpoint is None:
             raise ValueError("SilverBatchHandler needs an app_id or a checkpoint to derive it from")
@@ -104,6 +106,7 @@ class SilverBatchHandler:
         self.stages = list(stages)
         self.rules = rules if rules is not None else default_rules()
         self.results: list[BatchMetadata] = []
+        self.on_batch = on_batch
         self._tables_ready = False
 
     def __call__(self, batch_df: DataFrame, batch_id: int) -> None:
@@ -173,6 +176,8 @@ class SilverBatchHandler:
             quarantined=meta.quarantined,
             duration_ms=sum(meta.durations_ms.values()),
         )
+        if self.on_batch is not None:
+            self.on_batch(meta)
         return meta
 
     def _run(
