@@ -35,6 +35,11 @@ def _demo(args: argparse.Namespace) -> int:
     if args.coins < 1 or args.cycles < 1 or args.step_seconds < 1:
         raise SystemExit("coinlake: error: --coins, --cycles and --step-seconds must be positive")
     settings = settings_from_args(args)
+    if args.fresh:  # before the log file opens: --fresh empties logs/ too
+        from app.demo import reset_data_root
+        from app.paths import Layout
+
+        reset_data_root(Layout.from_root(settings.data_dir))
     log_path = _log_to_file(settings)
     print(f"coinlake demo: data root {settings.data_dir}; logs in {log_path}")
     options = DemoOptions(
@@ -42,7 +47,6 @@ def _demo(args: argparse.Namespace) -> int:
         cycles=args.cycles,
         step_seconds=args.step_seconds,
         seed=args.seed,
-        fresh=args.fresh,
     )
     summary = run_demo(settings, options, out=sys.stdout)
     print(format_summary(summary))
