@@ -51,9 +51,17 @@ price_volatility_24h DOUBLE, market_cap_category STRING, volume_to_market_cap_ra
 supply_percentage DOUBLE, distance_from_ath_pct DOUBLE, distance_from_atl_pct DOUBLE
 """
 
-SCD2_DDL = """
+# The observations collapsed into a silver version (same row_hash as the version, later
+# last_updated), sorted by observed_at; valid_from's own observation is not in it. A late record
+# with other values landing between them splits the version again (ARCHITECTURE.md, "Order
+# independence"), so each keeps what differs per observation: its time, fetch time and file.
+COLLAPSED_OBSERVATIONS_TYPE = (
+    "ARRAY<STRUCT<observed_at: TIMESTAMP, extracted_at: TIMESTAMP, source_file: STRING>>"
+)
+
+SCD2_DDL = f"""
 row_hash STRING, valid_from TIMESTAMP, valid_to TIMESTAMP, is_current BOOLEAN,
-batch_id BIGINT, updated_batch_id BIGINT
+batch_id BIGINT, updated_batch_id BIGINT, collapsed_observations {COLLAPSED_OBSERVATIONS_TYPE}
 """
 
 SILVER_DDL = ",".join([RECORD_DDL, DERIVED_DDL, SCD2_DDL])
@@ -115,8 +123,24 @@ TABLE_PROPERTIES = {
 }
 
 
+def ddl_column_names(ddl: str) -> tuple[str, ...]:
+    """Column names of a DDL string, in order (commas inside ``<...>`` types do not split)."""
+    names, depth, start = [], 0, 0
+    for i, char in enumerate(ddl + ","):
+        depth += (char == "<") - (char == ">")
+        if char == "," and depth == 0:
+            part = ddl[start:i].strip()
+            if part:
+                names.append(part.split()[0].strip("`"))
+            start = i + 1
+    return tuple(names)
+
+
 def ensure_table(spark: SparkSession, name: str, path: str) -> None:
     """Create the Delta table at ``path`` with its contract schema if it does not exist yet.
+
+    An existing table that lacks columns added to the contract since it was created gets them
+    (NULL in old rows) with one ``ALTER TABLE ... ADD COLUMNS``.
 
     Args:
         spark: the session.
@@ -126,6 +150,7 @@ def ensure_table(spark: SparkSession, name: str, path: str) -> None:
     from delta.tables import DeltaTable
 
     if DeltaTable.isDeltaTable(spark, path):
+        _add_missing_columns(spark, name, path)
         return
     builder = DeltaTable.createIfNotExists(spark).location(path)
     schema = spark.createDataFrame([], TABLE_SCHEMAS[name]).schema
@@ -136,3 +161,14 @@ def ensure_table(spark: SparkSession, name: str, path: str) -> None:
     for key, value in TABLE_PROPERTIES.items():
         builder = builder.property(key, value)
     builder.execute()
+
+
+def _add_missing_columns(spark: SparkSession, name: str, path: str) -> None:
+    """Add the contract columns an existing table lacks (a table created by an older release)."""
+    present = {c.lower() for c in spark.read.format("delta").load(path).columns}
+    contract = spark.createDataFrame([], TABLE_SCHEMAS[name]).schema
+    missing = [f for f in contract.fields if f.name.lower() not in present]
+    if missing:
+        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+        location = path.replace("`", "``")
+        spark.sql(f"ALTER TABLE delta.`{location}` ADD COLUMNS ({columns})")

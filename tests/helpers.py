@@ -127,5 +127,21 @@ def assert_scd2_invariants(df: Any, keys: tuple[str, ...] = ("coin_id", "vs_curr
 
 
 def silver_content(df: Any) -> Any:
-    """Silver without the columns that depend on batching or on where the bronze root is."""
-    return df.drop("batch_id", "updated_batch_id", "source_file")
+    """Silver without the columns that depend on batching or on where the bronze root is.
+
+    The collapsed observations keep their times and fetch times, without their files.
+    """
+    from pyspark.sql import functions as F
+
+    out = df.drop("batch_id", "updated_batch_id", "source_file")
+    if "collapsed_observations" in out.columns:
+        out = out.withColumn(
+            "collapsed_observations",
+            F.transform(
+                "collapsed_observations",
+                lambda o: F.struct(
+                    o["observed_at"].alias("observed_at"), o["extracted_at"].alias("extracted_at")
+                ),
+            ),
+        )
+    return out

@@ -19,18 +19,24 @@ from tests.helpers import (
     write_raw_bronze,
 )
 
-COINS = ("bitcoin", "ethereum", "tether")
+COINS = ("bitcoin", "ethereum", "tether", "usd-coin", "dai")
+# dai at T0+2m: pages 2 and 4 say 1.0, page 3 says 1.02; the earliest fetch (page 2) wins.
+DAI = (1.0, 0.99, 1.0, 1.02, 1.0)
 
 
 def _page_records(i: int) -> list[dict]:
     # Pages 2-4 re-serve page 2's observations (same last_updated, same values: duplicates, as
-    # CoinGecko's cache does); tether keeps its values from page 0 to 1 (unchanged).
+    # CoinGecko's cache does); tether keeps its values from page 0 to 1 (unchanged). usd-coin has
+    # X at T0 and T0+2m and Y at T0+1m: in run (c) X@T0 and X@T0+2m land before the late Y, so
+    # silver must remember the collapsed X@T0+2m. dai has two values at the same last_updated.
     j = min(i, 2)
     t = T0 + minutes(j)
     return [
         coin_record("bitcoin", 100.0 + j, t),
         coin_record("ethereum", 10.0 + j, t),
         coin_record("tether", 1.0 if j < 2 else 1.01, t),
+        coin_record("usd-coin", 1.0 if j != 1 else 0.98, t),
+        coin_record("dai", DAI[i], t),
     ]
 
 
@@ -83,8 +89,18 @@ def test_stream_is_order_independent_and_processes_each_file_once(spark, tmp_pat
         )
     for res in (res_a, res_b, first, second):
         assert all(b.reconciles and b.status == "ok" for b in res.batches)
-    assert sum(b.records_read for b in res_b.batches) == 15
+    assert sum(b.records_read for b in res_b.batches) == 25
     assert {r["coin_id"] for r in silver_a.filter("is_current").collect()} == set(COINS)
+    t = [(T0 + minutes(n)).replace(tzinfo=None) for n in range(3)]
+    usdc = silver_a.filter("coin_id = 'usd-coin'").orderBy("valid_from").collect()
+    assert [(r["valid_from"], r["current_price"]) for r in usdc] == [(t[0], 1.0), (t[1], 0.98), (t[2], 1.0)]
+    assert usdc[2]["extracted_at"] == t[2]  # page 2's fetch, not the later duplicate pages'
+    dai = silver_a.filter("coin_id = 'dai'").orderBy("valid_from").collect()
+    assert [(r["valid_from"], r["current_price"], r["extracted_at"]) for r in dai] == [
+        (t[0], 1.0, t[0]),
+        (t[1], 0.99, t[1]),
+        (t[2], 1.0, t[2]),
+    ]
 
 
 def test_stream_quarantines_bad_files_and_records_and_keeps_running(spark, tmp_path):

@@ -3,14 +3,18 @@
 Silver is a function of the *set* of valid bronze records (ARCHITECTURE.md, "Silver"):
 
 1. per ``(key, valid_from)`` one observation wins: the earliest ``extracted_at``, then the smallest
-   ``source_file`` and ``row_hash`` (the others are *duplicates*);
+   ``row_hash`` and ``source_file`` (the others are *duplicates*); the winner's ``extracted_at`` is
+   thus the earliest fetch of that instant, whichever batch brought it;
 2. per key, ordered by ``valid_from``, an observation whose ``row_hash`` equals its predecessor's
-   is collapsed into it (*unchanged*);
+   is collapsed into it (*unchanged*); the version keeps the collapsed observations (time, fetch
+   time, file) in ``collapsed_observations``, so a late observation with other values landing
+   between them splits the version again exactly as processing everything at once would;
 3. ``valid_to`` is the next version's ``valid_from``; the last version is current.
 
 A batch only needs, per touched key, the *tail* of silver from the version just before its earliest
 observation (rows whose interval reaches that time: ``valid_to IS NULL OR valid_to >= min_obs``).
-:func:`build_scd2_plan` re-applies the three steps to tail ∪ batch and says, per row, whether to
+:func:`build_scd2_plan` explodes the tail back into observations, re-applies the three steps to
+them ∪ the batch and says, per row, whether to
 upsert, delete or leave it; :func:`apply_scd2_merge` replaces the tail in ONE MERGE whose target is
 pruned to the batch's currencies and to rows whose interval reaches the batch's earliest time.
 """
@@ -24,12 +28,15 @@ from pyspark.sql import Window
 from pyspark.sql import functions as F
 
 from app.sinks.delta_io import delta_txn
-from app.tables import SILVER_DDL, SILVER_KEYS
+from app.tables import COLLAPSED_OBSERVATIONS_TYPE, SILVER_DDL, SILVER_KEYS, ddl_column_names
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-SILVER_COLUMNS: tuple[str, ...] = tuple(part.split()[0] for part in SILVER_DDL.split(",") if part.strip())
+SILVER_COLUMNS: tuple[str, ...] = ddl_column_names(SILVER_DDL)
+COLLAPSED = "collapsed_observations"
+# Columns the plan derives rather than takes from an observation.
+_BOOKKEEPING = ("valid_to", "is_current", "batch_id", "updated_batch_id", COLLAPSED)
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 _FAR_FUTURE = "9999-12-31 00:00:00"
 
@@ -61,31 +68,58 @@ def build_scd2_plan(
     batch_id: int,
     keys: tuple[str, ...] = SILVER_KEYS,
 ) -> DataFrame:
-    """Re-derive the tail of each touched key from tail ∪ batch observations.
+    """Re-derive the tail of each touched key from the observations of tail ∪ batch.
+
+    The tail's versions are exploded back into observations (the version's own, at ``valid_from``,
+    and every one in ``collapsed_observations``), the batch's are added, one wins per
+    ``(key, valid_from)`` (module docstring, step 1), and runs of consecutive equal ``row_hash``
+    collapse into their first observation, gathering the others' times into
+    ``collapsed_observations``. So the result is the one all of these observations would give
+    at once, whatever the batches they came in.
 
     Args:
         obs_df: the batch's valid observations: silver columns except the SCD2 bookkeeping
-            (``valid_to``, ``is_current``, ``batch_id``, ``updated_batch_id`` are ignored if present),
-            with ``valid_from`` and ``row_hash`` set; may carry ``record_index``.
+            (``valid_to``, ``is_current``, ``batch_id``, ``updated_batch_id``,
+            ``collapsed_observations`` are ignored if present), with ``valid_from`` and
+            ``row_hash`` set; may carry ``record_index``.
         tail_df: :func:`select_tail` of silver before the batch.
         batch_id: the micro-batch id.
         keys: the business key.
 
     Returns:
         Silver columns plus ``_origin`` (``existing``/``batch``), ``_outcome``
-        (``kept``/``duplicate``/``unchanged``) and ``_action`` (``upsert``/``delete``/``none``).
-        Rows with ``_action != 'none'`` are the MERGE source.
+        (``kept``/``duplicate``/``unchanged``) and ``_action`` (``upsert``/``delete``/``none``),
+        one row per observation. Rows with ``_action != 'none'`` are the MERGE source (at most one
+        per ``(key, valid_from)``).
     """
-    data_cols = [
-        c for c in SILVER_COLUMNS if c not in ("valid_to", "is_current", "batch_id", "updated_batch_id")
-    ]
+    data_cols = [c for c in SILVER_COLUMNS if c not in _BOOKKEEPING]
     batch = F.lit(batch_id).cast("bigint")
-    existing = tail_df.select(
+    no_ts = F.lit(None).cast("timestamp")
+    no_obs = F.lit(None).cast(COLLAPSED_OBSERVATIONS_TYPE)
+    versions = tail_df.select(
         *data_cols,
         F.col("valid_to").alias("_old_valid_to"),
+        F.col(COLLAPSED).alias("_old_collapsed"),
         F.col("batch_id"),
         F.col("updated_batch_id"),
         F.lit("existing").alias("_origin"),
+        F.lit(True).alias("_was_version"),
+        F.lit(None).cast("int").alias("_record_index"),
+    )
+    # explode(NULL) gives no rows: versions written before the column existed have none.
+    per_obs = {"valid_from", "last_updated", "extracted_at", "source_file"}
+    collapsed = tail_df.select(*data_cols, F.explode(COLLAPSED).alias("_o")).select(
+        *[F.col(c) for c in data_cols if c not in per_obs],
+        F.col("_o.observed_at").alias("valid_from"),
+        F.col("_o.observed_at").alias("last_updated"),
+        F.col("_o.extracted_at").alias("extracted_at"),
+        F.col("_o.source_file").alias("source_file"),
+        no_ts.alias("_old_valid_to"),
+        no_obs.alias("_old_collapsed"),
+        batch.alias("batch_id"),  # becomes a new row if it starts a version again
+        batch.alias("updated_batch_id"),
+        F.lit("existing").alias("_origin"),
+        F.lit(False).alias("_was_version"),
         F.lit(None).cast("int").alias("_record_index"),
     )
     record_index = (
@@ -93,54 +127,82 @@ def build_scd2_plan(
     )
     new = obs_df.select(
         *data_cols,
-        F.lit(None).cast("timestamp").alias("_old_valid_to"),
+        no_ts.alias("_old_valid_to"),
+        no_obs.alias("_old_collapsed"),
         batch.alias("batch_id"),
         batch.alias("updated_batch_id"),
         F.lit("batch").alias("_origin"),
+        F.lit(False).alias("_was_version"),
         record_index.alias("_record_index"),
     )
+    # Step 1: a total order on what the observations carry, so the winner of an instant is the
+    # same whichever batch each came in (the earliest fetch; equal fetch times: the smaller hash).
     at_instant = Window.partitionBy(*keys, "valid_from").orderBy(
         F.col("extracted_at").asc_nulls_last(),
-        F.col("source_file").asc_nulls_last(),
         F.col("row_hash").asc_nulls_last(),
+        F.col("source_file").asc_nulls_last(),
         F.col("_origin").desc(),  # "existing" first: an identical re-seen row is not rewritten
         F.col("_record_index").asc_nulls_last(),
     )
     in_time = Window.partitionBy(*keys).orderBy("valid_from")
-    ranked = existing.unionByName(new).withColumn("_rn", F.row_number().over(at_instant))
-    prev_hash = F.lag("row_hash").over(in_time)
-    winners = ranked.filter(F.col("_rn") == 1).withColumn(
-        "_collapsed", F.coalesce(prev_hash == F.col("row_hash"), F.lit(False))
+    so_far = in_time.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    ranked = (
+        versions.unionByName(collapsed).unionByName(new).withColumn("_rn", F.row_number().over(at_instant))
     )
+    # Step 2: runs of equal hashes; each run is one version holding its later observations.
+    winners = (
+        ranked.filter(F.col("_rn") == 1)
+        .withColumn(
+            "_collapsed", F.coalesce(F.lag("row_hash").over(in_time) == F.col("row_hash"), F.lit(False))
+        )
+        .withColumn("_run_start", F.max(F.when(~F.col("_collapsed"), F.col("valid_from"))).over(so_far))
+    )
+    gathered = F.sort_array(
+        F.collect_list(
+            F.when(
+                F.col("_collapsed"),
+                F.struct(
+                    F.col("valid_from").alias("observed_at"),
+                    F.col("extracted_at").alias("extracted_at"),
+                    F.col("source_file").alias("source_file"),
+                ),
+            )
+        ).over(Window.partitionBy(*keys, "_run_start"))
+    ).cast(COLLAPSED_OBSERVATIONS_TYPE)
+    winners = winners.withColumn(COLLAPSED, gathered)
     kept = (
         winners.filter(~F.col("_collapsed"))
         .withColumn("valid_to", F.lead("valid_from").over(in_time))
         .withColumn("_outcome", F.lit("kept"))
     )
-    no_end = F.lit(None).cast("timestamp")
     dropped = (
         winners.filter(F.col("_collapsed"))
-        .withColumn("valid_to", no_end)
+        .withColumn("valid_to", no_ts)
+        .withColumn(COLLAPSED, no_obs)
         .withColumn("_outcome", F.lit("unchanged"))
     )
     losers = (
         ranked.filter(F.col("_rn") > 1)
         .withColumn("_collapsed", F.lit(False))
-        .withColumn("valid_to", no_end)
+        .withColumn("_run_start", no_ts)
+        .withColumn(COLLAPSED, no_obs)
+        .withColumn("valid_to", no_ts)
         .withColumn("_outcome", F.lit("duplicate"))
     )
-    plan = kept.unionByName(dropped).unionByName(losers).drop("_rn", "_collapsed")
+    plan = kept.unionByName(dropped).unionByName(losers).drop("_rn", "_collapsed", "_run_start")
+    # Step 3: per instant, the kept row replaces whatever silver had there; a former version
+    # start that is no longer one is deleted.
     is_kept = F.col("_outcome") == "kept"
-    batch_kept_here = F.max((is_kept & (F.col("_origin") == "batch")).cast("int")).over(
-        Window.partitionBy(*keys, "valid_from")
+    kept_here = F.max(is_kept.cast("int")).over(Window.partitionBy(*keys, "valid_from"))
+    was_version = F.col("_was_version")
+    changed = ~F.col("valid_to").eqNullSafe(F.col("_old_valid_to")) | ~F.col(COLLAPSED).eqNullSafe(
+        F.col("_old_collapsed")
     )
-    is_existing = F.col("_origin") == "existing"
-    moved = ~F.col("valid_to").eqNullSafe(F.col("_old_valid_to"))
     action = (
-        F.when(is_kept & ~is_existing, F.lit("upsert"))
-        .when(is_kept & is_existing & moved, F.lit("upsert"))
+        F.when(is_kept & ~was_version, F.lit("upsert"))
+        .when(is_kept & changed, F.lit("upsert"))
         .when(is_kept, F.lit("none"))
-        .when(is_existing & (batch_kept_here == 0), F.lit("delete"))
+        .when(was_version & (kept_here == 0), F.lit("delete"))
         .otherwise(F.lit("none"))
     )
     return (
