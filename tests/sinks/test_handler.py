@@ -96,5 +96,6 @@ def test_handler_next_batch_with_only_duplicates_adds_no_versions(spark, tmp_pat
     meta = handler.process(read_bronze_files(spark, [f2]), 1)
 
     assert (meta.records_read, meta.new_versions, meta.unchanged, meta.duplicates) == (2, 0, 1, 1)
-    assert meta.details["silver"]["upserts"] == 0
+    # no new version, but the current one records the collapsed observation at T0+1m
+    assert meta.details["silver"]["upserts"] == 1
     assert spark.read.format("delta").load(layout.table("silver_crypto_clean")).count() == 1
