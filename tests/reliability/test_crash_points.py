@@ -1,0 +1,73 @@
+"""Crash-point matrix: kill the real stream at every foreachBatch crash point, restart, compare.
+
+Each case runs ``python -m app.cli stream --trigger available-now`` over the fixed bronze set
+(:func:`tests.reliability.harness.write_fixed_bronze`: 8 pages, 4 files per trigger, so 2 batches)
+with ``COINLAKE_CRASH_AT=<point>:2`` so the process dies (exit 137, ``os._exit``) in the second
+batch, restarts it without the setting on the same checkpoint until it exits 0, and compares every
+Delta table and every warehouse (emulator) table with an uninterrupted reference run.
+
+Every subprocess starts its own JVM, so a case costs two to ten minutes on a loaded 2-core machine:
+the two representative points run by default, the rest are marked ``slow``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.faults import CRASH_EXIT_CODE, CRASH_POINTS
+from app.paths import Layout
+from tests.reliability.harness import (
+    EXPECTED_BATCHES,
+    STREAM,
+    delta_snapshot,
+    diff_snapshots,
+    ledger_rows,
+    run_cli,
+    tail,
+    warehouse_snapshot,
+    write_fixed_bronze,
+)
+
+CRASH_HIT = 2
+MAX_RESTARTS = 3
+STREAM_POINTS = tuple(p for p in CRASH_POINTS if p != "ingest_before_rename")
+DEFAULT_POINTS = ("after_silver_merge", "after_warehouse_merge")
+
+
+def _points() -> list:
+    return [
+        pytest.param(p, id=p, marks=() if p in DEFAULT_POINTS else (pytest.mark.slow,)) for p in STREAM_POINTS
+    ]
+
+
+def test_reference_run_has_several_batches_and_anomalies(reference):
+    _, delta, warehouse, ledger = reference
+    assert len(ledger) == EXPECTED_BATCHES, ledger
+    assert delta["silver_crypto_clean"] and delta["crypto_anomalies"] and delta["gold_coin_ohlc"]
+    assert len(warehouse["SILVER_CRYPTO_CLEAN"]) == len(delta["silver_crypto_clean"])
+
+
+@pytest.mark.parametrize("point", _points())
+def test_crash_point_restart_matches_uninterrupted_run(point: str, reference, tmp_path: Path, spark):
+    _, ref_delta, ref_warehouse, _ = reference
+    root = tmp_path / "data"
+    layout = Layout.from_root(str(root))
+    write_fixed_bronze(layout)
+
+    crashed = run_cli(*STREAM, data_dir=root, COINLAKE_CRASH_AT=f"{point}:{CRASH_HIT}")
+    assert crashed.returncode == CRASH_EXIT_CODE, tail(crashed)
+    assert f"crash point {point} reached" in crashed.stderr
+
+    for _ in range(MAX_RESTARTS):
+        restarted = run_cli(*STREAM, data_dir=root)
+        if restarted.returncode == 0:
+            break
+    assert restarted.returncode == 0, tail(restarted)
+
+    assert diff_snapshots(ref_delta, delta_snapshot(spark, layout)) == []
+    assert diff_snapshots(ref_warehouse, warehouse_snapshot(layout)) == []
+    ledger = ledger_rows(layout)
+    assert sorted(b for _, b in ledger) == list(range(EXPECTED_BATCHES)), ledger
+    assert len({a for a, _ in ledger}) == 1, ledger
