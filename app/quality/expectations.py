@@ -19,6 +19,7 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from app.errors import DataQualityError
+from app.quality.parsing import INT_FIELDS, NUMERIC_FIELDS, TIMESTAMP_FIELDS
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -29,24 +30,7 @@ CHECK_PREFIX = "dq_"
 # No crypto market price exists before the Bitcoin genesis block (2009-01-03).
 EARLIEST_MARKET_TIME = "2009-01-03T00:00:00Z"
 # Raw field -> typed column checked by the type rule.
-TYPED_FIELDS = {
-    "current_price": "current_price",
-    "market_cap": "market_cap",
-    "market_cap_rank": "market_cap_rank",
-    "total_volume": "total_volume",
-    "high_24h": "high_24h",
-    "low_24h": "low_24h",
-    "price_change_24h": "price_change_24h",
-    "price_change_percentage_24h": "price_change_percentage_24h",
-    "circulating_supply": "circulating_supply",
-    "total_supply": "total_supply",
-    "max_supply": "max_supply",
-    "ath": "ath",
-    "ath_date": "ath_date",
-    "atl": "atl",
-    "atl_date": "atl_date",
-    "last_updated": "last_updated",
-}
+TYPED_FIELDS = {**NUMERIC_FIELDS, **INT_FIELDS, **TIMESTAMP_FIELDS}
 
 
 @dataclass(frozen=True)
