@@ -28,6 +28,7 @@ from pyspark.sql import Window
 from pyspark.sql import functions as F
 
 from app.sinks.delta_io import delta_txn
+from app.sinks.touched import sql_str
 from app.tables import COLLAPSED_OBSERVATIONS_TYPE, SILVER_DDL, SILVER_KEYS, ddl_column_names
 
 if TYPE_CHECKING:
@@ -246,7 +247,7 @@ class MergeScope:
 
 def scope_condition(scope: MergeScope, alias: str = "t") -> str:
     """SQL predicate on the target restricting it to rows a batch with this scope can touch."""
-    cur = ", ".join("'" + c.replace("'", "''") + "'" for c in scope.currencies)
+    cur = ", ".join(sql_str(c) for c in scope.currencies)
     ts = scope.min_valid_from
     return f"{alias}.vs_currency IN ({cur}) AND ({alias}.valid_to IS NULL OR {alias}.valid_to >= TIMESTAMP '{ts}')"
 

@@ -282,3 +282,14 @@ def test_merge_splits_collapsed_version_in_one_commit(spark, tmp_path):
     ]
     touched = build_touched(plan).first()
     assert (touched["from_ts"], touched["to_ts"]) == (_naive(t1), _naive(t2))
+
+
+def test_scope_condition_quotes_hostile_currency_literally(spark):
+    from app.sinks.scd2 import MergeScope, scope_condition
+
+    scope = MergeScope(currencies=("us'd", "eur\\"), min_valid_from="2026-01-01 00:00:00.000000")
+    target_df = spark.createDataFrame(
+        [("us'd", None), ("usd", None), ("eur\\", None)], "vs_currency string, valid_to timestamp"
+    )
+    kept = {r["vs_currency"] for r in target_df.alias("t").filter(scope_condition(scope)).collect()}
+    assert kept == {"us'd", "eur\\"}
