@@ -12,6 +12,7 @@ the two representative points run by default, the rest are marked ``slow``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -34,11 +35,18 @@ CRASH_HIT = 2
 MAX_RESTARTS = 3
 STREAM_POINTS = tuple(p for p in CRASH_POINTS if p != "ingest_before_rename")
 DEFAULT_POINTS = ("after_silver_merge", "after_warehouse_merge")
+# Each point costs two pipeline subprocesses (~3 min on 2 cores): the other five points are the
+# "long variants" issue 7 allows outside the per-commit run, so CI stays well inside its budget.
+_LONG_VARIANT = pytest.mark.skipif(
+    os.environ.get("COINLAKE_HARNESS") != "full",
+    reason="long crash-point variant; run with COINLAKE_HARNESS=full (docs/RELIABILITY.md)",
+)
 
 
 def _points() -> list:
     return [
-        pytest.param(p, id=p, marks=() if p in DEFAULT_POINTS else (pytest.mark.slow,)) for p in STREAM_POINTS
+        pytest.param(p, id=p, marks=() if p in DEFAULT_POINTS else (pytest.mark.slow, _LONG_VARIANT))
+        for p in STREAM_POINTS
     ]
 
 
