@@ -182,14 +182,17 @@ def warehouse_snapshot(layout: Layout) -> dict[str, list]:
 
 
 def ledger_rows(layout: Layout) -> list[tuple[str, int]]:
-    """``(APP_ID, BATCH_ID)`` of every LOAD_LEDGER row."""
+    """``(APP_ID, BATCH_ID)`` of every LOAD_LEDGER row; none while the ledger does not exist yet."""
     from app.config import load_settings
     from app.sinks.snowflake import LEDGER_TABLE
     from app.sinks.warehouse import connector_from_settings
 
     connector = connector_from_settings(load_settings(data_dir=layout.root, warehouse="emulator"), layout)
     assert connector is not None
-    _, rows = connector.loader().query(f'SELECT "APP_ID", "BATCH_ID" FROM "{LEDGER_TABLE}" ORDER BY 2')
+    loader = connector.loader()
+    if LEDGER_TABLE not in loader.check()["existing"]:
+        return []  # a warehouse that was down from the start was never initialised
+    _, rows = loader.query(f'SELECT "APP_ID", "BATCH_ID" FROM "{LEDGER_TABLE}" ORDER BY 2')
     return [(str(a), int(b)) for a, b in rows]
 
 
