@@ -135,6 +135,8 @@ def build_spark(
     ivy_dir = os.environ.get("COINLAKE_IVY_DIR")
     if ivy_dir:
         conf["spark.jars.ivy"] = ivy_dir
+    if master.startswith("local-cluster"):
+        conf.update(_local_cluster_conf(master))
     conf.update(extra_conf or {})
 
     builder = SparkSession.builder.appName(app_name).master(master)
@@ -185,3 +187,43 @@ def _remember_jars(coordinate: str, spark_jars: str) -> None:
         os.replace(tmp, path)
     except OSError:
         pass  # only a cache: the next start resolves with Ivy again
+
+
+_LOCAL_CLUSTER = re.compile(r"^local-cluster\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]$")
+
+
+def _local_cluster_conf(master: str) -> dict[str, str]:
+    """Settings for ``local-cluster[workers,cores,memoryMB]``: real executor JVMs on this machine.
+
+    The jobs wait (up to two minutes) for every executor before their first task, and an executor
+    asks for no more memory than its worker has. The workers launch executors from ``SPARK_HOME``
+    and keep each executor's files (logs, a copy of every ``spark.jars`` jar) in ``SPARK_HOME/work``;
+    unless ``SPARK_HOME`` is set, it points at a throwaway folder linking the pip-installed
+    pyspark's ``bin`` and ``jars``, so those copies never land inside the package and go at exit.
+    Executors get the Delta jars through ``spark.jars`` and run ``PYSPARK_PYTHON``; they see the
+    driver's absolute data paths because they share its disk.
+    """
+    match = _LOCAL_CLUSTER.match(master.strip())
+    if match is None:
+        raise EnvironmentSetupError(
+            f"Spark master {master!r}: expected local-cluster[workers,cores,memoryMB], e.g. local-cluster[2,1,1024]"
+        )
+    workers, cores, memory_mb = (int(g) for g in match.groups())
+    if "SPARK_HOME" not in os.environ:
+        import atexit
+        import tempfile
+
+        import pyspark
+
+        package = os.path.dirname(os.path.abspath(pyspark.__file__))
+        home = tempfile.mkdtemp(prefix="coinlake-spark-home-")
+        for name in ("bin", "jars"):
+            os.symlink(os.path.join(package, name), os.path.join(home, name))
+        atexit.register(shutil.rmtree, home, ignore_errors=True)
+        os.environ["SPARK_HOME"] = home
+    return {
+        "spark.executor.memory": f"{memory_mb}m",
+        "spark.cores.max": str(workers * cores),
+        "spark.scheduler.minRegisteredResourcesRatio": "1.0",
+        "spark.scheduler.maxRegisteredResourcesWaitingTime": "120s",
+    }
