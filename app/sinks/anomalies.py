@@ -25,11 +25,11 @@ from app.faults import crash_point
 from app.logs import log_event
 from app.quality.anomalies import ANOMALY_KEYS, ANOMALY_VALUE_COLUMNS, explode_anomalies, score_versions
 from app.sinks.alerts import post_alerts
-from app.sinks.delta_io import delta_txn
+from app.sinks.range_merge import merge_staged, stage_replacement
 from app.sinks.touched import (
     TouchedKey,
     collect_touched,
-    key_predicate,
+    earliest_from,
     keys_column_filter,
     read_key_tails,
     sql_str,
@@ -104,10 +104,23 @@ def rescore_touched(
     )
 
 
-def range_condition(keys: list[TouchedKey], prefix: str = "t.") -> str:
-    """SQL over the target: the rows of the touched keys at or after their ``from_ts``."""
-    parts = [f"({key_predicate(k, prefix)} AND {prefix}observed_at >= {sql_ts(k.from_ts)})" for k in keys]
-    return "(" + " OR ".join(parts) + ")"
+def existing_range(spark: SparkSession, anomalies_path: str, keys: list[TouchedKey]) -> DataFrame:
+    """The rows ``crypto_anomalies`` holds now in the touched ranges (observed_at >= from_ts per key)."""
+    return (
+        spark.read.format("delta")
+        .load(anomalies_path)
+        .filter(keys_column_filter(keys))
+        .filter(F.col("observed_at") >= F.expr(sql_ts(earliest_from(keys))))
+        .join(F.broadcast(touched_frame(spark, keys)), ["coin_id", "vs_currency"])
+        .filter(F.col("observed_at") >= F.col("from_ts"))
+        .drop("from_ts")
+    )
+
+
+def target_bound(keys: list[TouchedKey]) -> str:
+    """A target-only SQL bound holding every touched range (partition and file skipping)."""
+    currencies = ", ".join(sql_str(c) for c in sorted({k.vs_currency for k in keys}))
+    return f"t.vs_currency IN ({currencies}) AND t.observed_at >= {sql_ts(earliest_from(keys))}"
 
 
 def replace_anomalies(
@@ -132,72 +145,41 @@ def replace_anomalies(
     Returns:
         The diff that the MERGE applies (empty when the batch was already committed).
     """
-    from delta.tables import DeltaTable
-
-    fresh_df = fresh_df.cache()
+    staged_df = stage_replacement(
+        fresh_df, existing_range(spark, anomalies_path, keys), ANOMALY_KEYS, ANOMALY_VALUE_COLUMNS
+    ).cache()
     try:
-        existing_df = (
-            spark.read.format("delta")
-            .load(anomalies_path)
-            .filter(keys_column_filter(keys))
-            .join(F.broadcast(touched_frame(spark, keys)), ["coin_id", "vs_currency"])
-            .filter(F.col("observed_at") >= F.col("from_ts"))
-            .drop("from_ts")
+        rows = (
+            staged_df.withColumn(
+                "observed_at", F.date_format("observed_at", "yyyy-MM-dd'T'HH:mm:ss.SSSSSS'Z'")
+            )
+            .orderBy("observed_at", "vs_currency", "coin_id", "metric")
+            .collect()
         )
-        added_rows, updated, removed = _diff(fresh_df, existing_df)
-        currencies = ", ".join(sql_str(c) for c in sorted({k.vs_currency for k in keys}))
-        merge_on = " AND ".join(f"t.{c} = s.{c}" for c in ANOMALY_KEYS)
-        changed = " OR ".join(f"NOT (t.{c} <=> s.{c})" for c in ANOMALY_VALUE_COLUMNS)
-        with delta_txn(spark, app_id, batch_id):
-            (
-                DeltaTable.forPath(spark, anomalies_path)
-                .alias("t")
-                .merge(fresh_df.alias("s"), f"t.vs_currency IN ({currencies}) AND {merge_on}")
-                .whenMatchedUpdate(condition=changed, set={c: f"s.{c}" for c in ANOMALY_VALUE_COLUMNS})
-                .whenNotMatchedInsertAll()
-                .whenNotMatchedBySourceDelete(condition=range_condition(keys))
-                .execute()
+        if rows:
+            merge_staged(
+                spark,
+                anomalies_path,
+                staged_df,
+                ANOMALY_KEYS,
+                columns=fresh_df.columns,
+                update_columns=ANOMALY_VALUE_COLUMNS,
+                target_filter=target_bound(keys),
+                app_id=app_id,
+                batch_id=batch_id,
             )
     finally:
-        fresh_df.unpersist()
-    return AnomalyChanges(added=[_row_dict(r) for r in added_rows], updated=updated, removed=removed)
-
-
-def _diff(fresh_df: DataFrame, existing_df: DataFrame) -> tuple[list[Any], int, int]:
-    """Rows to add (collected), and the numbers of rows to update and to remove, in one job."""
-    old_df = existing_df.select(
-        *ANOMALY_KEYS,
-        *[F.col(c).alias(f"_old_{c}") for c in ANOMALY_VALUE_COLUMNS],
-        F.lit(True).alias("_old"),
+        staged_df.unpersist()
+    return AnomalyChanges(
+        added=[_row_dict(r) for r in rows if r["_action"] == "insert"],
+        updated=sum(1 for r in rows if r["_action"] == "update"),
+        removed=sum(1 for r in rows if r["_action"] == "delete"),
     )
-    new_df = fresh_df.withColumn("_new", F.lit(True))
-    same = F.lit(True)
-    for c in ANOMALY_VALUE_COLUMNS:
-        same = same & F.col(c).eqNullSafe(F.col(f"_old_{c}"))
-    status = (
-        F.when(F.col("_old").isNull(), "added")
-        .when(F.col("_new").isNull(), "removed")
-        .when(~same, "updated")
-        .otherwise("same")
-    )
-    rows = (
-        new_df.join(old_df, list(ANOMALY_KEYS), "full_outer")
-        .withColumn("_status", status)
-        .filter(F.col("_status") != "same")
-        .withColumn("observed_at", F.date_format("observed_at", "yyyy-MM-dd'T'HH:mm:ss.SSSSSS'Z'"))
-        .select("_status", *fresh_df.columns)
-        .orderBy("observed_at", "vs_currency", "coin_id", "metric")
-        .collect()
-    )
-    added = [r for r in rows if r["_status"] == "added"]
-    updated = sum(1 for r in rows if r["_status"] == "updated")
-    removed = sum(1 for r in rows if r["_status"] == "removed")
-    return added, updated, removed
 
 
 def _row_dict(row: Any) -> dict[str, Any]:
     out = row.asDict()
-    out.pop("_status", None)
+    out.pop("_action", None)
     return out
 
 

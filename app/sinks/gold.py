@@ -34,27 +34,27 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from app.faults import crash_point
 from app.logs import log_event
 from app.quality.anomalies import log_return
-from app.sinks.delta_io import delta_txn
+from app.sinks.range_merge import count_actions, merge_staged, stage_replacement
 from app.sinks.touched import (
     TouchedKey,
     collect_touched,
-    key_predicate,
+    earliest_from,
     keys_column_filter,
+    keys_sql_filter,
     read_key_tails,
     sql_str,
+    sql_ts,
     touched_frame,
 )
 from app.tables import ensure_table
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
-
     from app.sinks.context import BatchContext
 
 logger = logging.getLogger(__name__)
@@ -256,27 +256,34 @@ def _ohlc_source(ctx: BatchContext, keys: list[TouchedKey]) -> DataFrame:
         .join(F.broadcast(touched_frame(spark, keys)), ["coin_id", "vs_currency"])
         .filter(F.col("observed_at") >= F.expr(day_start))
     )
-    first_bucket = F.when(F.col("interval") == "1h", F.date_trunc("hour", "from_ts")).otherwise(
-        F.date_trunc("day", "from_ts")
-    )
     return (
         aggregate_coin_ohlc(versions_df, anomalies_df, batch_id=ctx.batch_id)
         .join(F.broadcast(touched_frame(spark, keys)), ["coin_id", "vs_currency"])
-        .filter(F.col("bucket_start") >= first_bucket)
+        .filter(F.col("bucket_start") >= _first_bucket())
         .drop("from_ts")
     )
 
 
-def _ohlc_range(keys: list[TouchedKey]) -> str:
-    parts = []
-    for k in keys:
-        hour = f"date_trunc('hour', TIMESTAMP {sql_str(k.from_ts)})"
-        day = f"date_trunc('day', TIMESTAMP {sql_str(k.from_ts)})"
-        parts.append(
-            f"({key_predicate(k, 't.')} AND ((t.`interval` = '1h' AND t.bucket_start >= {hour})"
-            f" OR (t.`interval` = '1d' AND t.bucket_start >= {day})))"
-        )
-    return "(" + " OR ".join(parts) + ")"
+def _first_bucket(interval_col: str = "interval", ts: str = "from_ts") -> Column:
+    return F.when(F.col(interval_col) == "1h", F.date_trunc("hour", ts)).otherwise(F.date_trunc("day", ts))
+
+
+def _ohlc_existing(ctx: BatchContext, keys: list[TouchedKey]) -> DataFrame:
+    """The candles ``gold_coin_ohlc`` holds now in the touched buckets."""
+    spark = ctx.spark
+    return (
+        spark.read.format("delta")
+        .load(ctx.layout.table(OHLC_TABLE))
+        .filter(keys_column_filter(keys))
+        .filter(F.col("bucket_start") >= F.expr(_ohlc_bound_ts(keys)))
+        .join(F.broadcast(touched_frame(spark, keys)), ["coin_id", "vs_currency"])
+        .filter(F.col("bucket_start") >= _first_bucket())
+        .drop("from_ts")
+    )
+
+
+def _ohlc_bound_ts(keys: list[TouchedKey]) -> str:
+    return f"date_trunc('day', {sql_ts(earliest_from(keys))})"
 
 
 def _first_days(keys: list[TouchedKey]) -> dict[str, str]:
@@ -299,44 +306,46 @@ def _metrics_source(ctx: BatchContext, days: dict[str, str]) -> DataFrame:
     return aggregate_market_metrics(silver_df.filter(wanted), batch_id=ctx.batch_id)
 
 
-def _metrics_range(days: dict[str, str]) -> str:
+def _metrics_range(days: dict[str, str], alias: str = "") -> str:
     parts = [
-        f"(t.vs_currency = {sql_str(c)} AND t.metric_date >= DATE {sql_str(d)})"
+        f"({alias}vs_currency = {sql_str(c)} AND {alias}metric_date >= DATE {sql_str(d)})"
         for c, d in sorted(days.items())
     ]
     return "(" + " OR ".join(parts) + ")"
 
 
-def _merge(
-    spark: SparkSession,
-    path: str,
-    source_df: DataFrame,
+def _replace(
+    ctx: BatchContext,
+    table: str,
+    fresh_df: DataFrame,
+    existing_df: DataFrame,
     keys: Sequence[str],
-    delete_condition: str,
-    *,
-    app_id: str,
-    batch_id: int,
+    target_filter: str,
 ) -> int:
-    """Replace a range of a gold table with ``source_df`` in ONE MERGE; returns the source rows."""
-    from delta.tables import DeltaTable
+    """Make a range of a gold table equal ``fresh_df`` with ONE MERGE; returns the rows written.
 
-    source_df = source_df.cache()
+    Every recomputed row is written (``updated_batch_id`` is compared too), so the count is the
+    number of recomputed rows, as before; rows no longer produced are deleted.
+    """
+    compared = [c for c in fresh_df.columns if c not in keys]
+    staged_df = stage_replacement(fresh_df, existing_df, keys, compared).cache()
     try:
-        rows = source_df.count()
-        on = " AND ".join(f"t.`{c}` <=> s.`{c}`" for c in keys)
-        with delta_txn(spark, app_id, batch_id):
-            (
-                DeltaTable.forPath(spark, path)
-                .alias("t")
-                .merge(source_df.alias("s"), on)
-                .whenMatchedUpdateAll()
-                .whenNotMatchedInsertAll()
-                .whenNotMatchedBySourceDelete(condition=delete_condition)
-                .execute()
+        counts = count_actions(staged_df)
+        if any(counts.values()):
+            merge_staged(
+                ctx.spark,
+                ctx.layout.table(table),
+                staged_df,
+                keys,
+                columns=fresh_df.columns,
+                update_columns=compared,
+                target_filter=target_filter,
+                app_id=ctx.app_id,
+                batch_id=ctx.batch_id,
             )
     finally:
-        source_df.unpersist()
-    return rows
+        staged_df.unpersist()
+    return counts["insert"] + counts["update"]
 
 
 def gold_stage(ctx: BatchContext) -> dict[str, int]:
@@ -356,18 +365,23 @@ def gold_stage(ctx: BatchContext) -> dict[str, int]:
     keys = collect_touched(ctx.touched_df)
     counts = {"gold_ohlc_rows": 0, "gold_metrics_rows": 0}
     if keys:
-        txn = {"app_id": ctx.app_id, "batch_id": ctx.batch_id}
-        counts["gold_ohlc_rows"] = _merge(
-            spark, ctx.layout.table(OHLC_TABLE), _ohlc_source(ctx, keys), OHLC_KEYS, _ohlc_range(keys), **txn
+        counts["gold_ohlc_rows"] = _replace(
+            ctx,
+            OHLC_TABLE,
+            _ohlc_source(ctx, keys),
+            _ohlc_existing(ctx, keys),
+            OHLC_KEYS,
+            f"{keys_sql_filter(keys, 't.')} AND t.bucket_start >= {_ohlc_bound_ts(keys)}",
         )
         days = _first_days(keys)
-        counts["gold_metrics_rows"] = _merge(
-            spark,
-            ctx.layout.table(METRICS_TABLE),
+        metrics_df = spark.read.format("delta").load(ctx.layout.table(METRICS_TABLE))
+        counts["gold_metrics_rows"] = _replace(
+            ctx,
+            METRICS_TABLE,
             _metrics_source(ctx, days),
+            metrics_df.filter(_metrics_range(days)),
             METRICS_KEYS,
-            _metrics_range(days),
-            **txn,
+            _metrics_range(days, "t."),
         )
     log_event(logger, "gold.done", batch_id=ctx.batch_id, run_id=ctx.run_id, keys=len(keys), **counts)
     crash_point("after_gold")

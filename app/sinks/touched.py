@@ -68,10 +68,26 @@ def key_predicate(key: TouchedKey, prefix: str = "") -> str:
 
 
 def keys_column_filter(keys: Sequence[TouchedKey]) -> Column:
-    """Column filter ``vs_currency IN (...) AND coin_id IN (...)``: prunes partitions and files."""
-    currencies = sorted({k.vs_currency for k in keys})
-    coins = sorted({k.coin_id for k in keys})
-    return F.col("vs_currency").isin(currencies) & F.col("coin_id").isin(coins)
+    """Column filter ``vs_currency IN (...) AND coin_id IN (...)``: prunes partitions and files.
+
+    Built as one SQL expression: ``Column.isin`` would make one JVM call per literal (thousands
+    of coins per batch).
+    """
+    return F.expr(keys_sql_filter(keys))
+
+
+def keys_sql_filter(keys: Sequence[TouchedKey], prefix: str = "") -> str:
+    """SQL ``vs_currency IN (...) AND coin_id IN (...)`` over the touched keys (FALSE if none)."""
+    if not keys:
+        return "FALSE"
+    currencies = ", ".join(sql_str(c) for c in sorted({k.vs_currency for k in keys}))
+    coins = ", ".join(sql_str(c) for c in sorted({k.coin_id for k in keys}))
+    return f"{prefix}vs_currency IN ({currencies}) AND {prefix}coin_id IN ({coins})"
+
+
+def earliest_from(keys: Sequence[TouchedKey]) -> str:
+    """The earliest ``from_ts`` of the touched keys (UTC text): a literal lower bound for file skipping."""
+    return min(k.from_ts for k in keys)
 
 
 def touched_frame(spark: SparkSession, keys: Sequence[TouchedKey]) -> DataFrame:
