@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from app.sources.bronze import ENVELOPE_DDL, RAW_RECORD_DDL
+from app.sources.bronze import ENVELOPE_DDL, RAW_RECORD_DDL, with_empty_files
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -177,9 +177,14 @@ def with_typed_columns(df: DataFrame) -> DataFrame:
 
 
 def parse_bronze(df: DataFrame, *, text_col: str = "value") -> DataFrame:
-    """The whole parse step: files (``value``, ``source_file``) to typed records (see module docstring)."""
+    """The whole parse step: files (``value``, ``source_file``) to typed records (see module docstring).
+
+    Zero-byte files, which Spark's scan skips, come back as empty-text rows first
+    (:func:`app.sources.bronze.with_empty_files`), so they are quarantined as ``file is empty``.
+    """
     return (
-        df.transform(with_envelope, text_col=text_col)
+        df.transform(with_empty_files, text_col=text_col)
+        .transform(with_envelope, text_col=text_col)
         .transform(explode_records, text_col=text_col)
         .transform(with_typed_columns)
     )

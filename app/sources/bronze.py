@@ -5,6 +5,11 @@ whole text value (``text`` with ``wholetext``) and parses it afterwards with :da
 through ``from_json``: a file that is not JSON, is truncated or has a malformed envelope keeps its
 raw text and lands in quarantine with a reason instead of being dropped by a JSON reader.
 
+Spark's file scan skips zero-byte files whatever the format (``text`` and ``binaryFile`` alike: they
+are listed and counted in a batch, never read), so :func:`with_empty_files` adds an empty-text row
+for each of them; the parser names it ``file is empty`` and it is quarantined like any other
+unusable file.
+
 Records are kept as raw JSON strings (``data ARRAY<STRING>``: Spark stores an object element as
 its JSON text) and parsed with :data:`RAW_RECORD_DDL`, where every field is a string, so ints vs
 floats, numbers sent as strings, nested values where a scalar is expected and extra fields never
@@ -14,13 +19,20 @@ did not cast.
 
 from __future__ import annotations
 
+import json
+import logging
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from pyspark.sql import functions as F
 
+from app.logs import log_event
+
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+
+logger = logging.getLogger(__name__)
 
 # Everything but ``data`` and ``request`` is read as text and typed later, so a quirky envelope
 # (a status sent as a string, a page number as a float) still parses. A value of the wrong shape
@@ -120,3 +132,141 @@ def read_bronze_files(spark: SparkSession, paths: list[str]) -> DataFrame:
         .load(paths)
         .select(F.col("value"), F.col("_metadata.file_path").alias("source_file"))
     )
+
+
+# Set by Spark on the thread that runs a micro-batch (foreachBatch included).
+_BATCH_ID_PROPERTY = "streaming.sql.batchId"
+_QUERY_ID_PROPERTY = "sql.streaming.queryId"
+# The bronze stream has one source, the file source; its log lists the files of every batch.
+_SOURCE_LOG = "sources/0"
+_warned_unavailable = False
+
+
+def with_empty_files(df: DataFrame, *, text_col: str = "value") -> DataFrame:
+    """``df`` plus an empty-text row (``""``, ``source_file``) for each zero-byte file of the batch.
+
+    Spark's file scan drops zero-byte files before reading them, so a micro-batch that lists one
+    has no row for it: without this it would be neither processed nor quarantined. The files of
+    the batch are ``df.inputFiles()`` for a static read (:func:`read_bronze_files`), or, inside a
+    micro-batch of :func:`read_bronze_stream`, the batch's entries in the file source's checkpoint
+    log (the same list Spark read, so a re-run batch finds the same files). Each is checked with a
+    ``getFileStatus`` (at most ``max_files_per_trigger`` of them; no file is read). When nothing is
+    empty, ``df`` is returned unchanged.
+
+    Where Spark's JVM is not reachable from Python (Spark Connect, restricted clusters) the check
+    is skipped with one warning, and zero-byte files stay unread as before.
+
+    Args:
+        df: :data:`BRONZE_TEXT_COLUMNS` rows: a static read of bronze files or a micro-batch.
+        text_col: the column holding the file text.
+
+    Returns:
+        ``df``, or ``df`` with one ``(text_col="", source_file)`` row per zero-byte file.
+    """
+    global _warned_unavailable
+    spark = df.sparkSession
+    try:
+        empty = [path for path, size in _file_sizes(spark, batch_input_files(df)) if size == 0]
+    except Exception as exc:  # noqa: BLE001 - a missing JVM bridge must not fail the batch
+        if not _warned_unavailable:
+            _warned_unavailable = True
+            log_event(
+                logger,
+                "bronze.empty_file_check_unavailable",
+                level=logging.WARNING,
+                error=f"{type(exc).__name__}: {str(exc)[:300]}",
+            )
+        return df
+    if not empty:
+        return df
+    log_event(logger, "bronze.empty_files", files=len(empty))
+    rows = spark.createDataFrame([("", path) for path in empty], f"{text_col} STRING, source_file STRING")
+    return df.unionByName(rows, allowMissingColumns=True)
+
+
+def batch_input_files(df: DataFrame) -> list[str]:
+    """The bronze files ``df`` was read from, zero-byte ones included (see :func:`with_empty_files`).
+
+    Returns:
+        File URIs; empty for a DataFrame that is neither a file read nor a bronze micro-batch.
+    """
+    files = df.inputFiles()
+    if files:
+        return list(files)
+    sc = df.sparkSession.sparkContext
+    batch_id, query_id = sc.getLocalProperty(_BATCH_ID_PROPERTY), sc.getLocalProperty(_QUERY_ID_PROPERTY)
+    if batch_id is None or query_id is None:
+        return []
+    return source_log_files(df.sparkSession, _checkpoint_root(df.sparkSession, query_id), int(batch_id))
+
+
+def source_log_files(spark: SparkSession, checkpoint: str, batch_id: int) -> list[str]:
+    """The files of batch ``batch_id`` in the file source's log under ``checkpoint``.
+
+    The log (``<checkpoint>/sources/0/<batch>``, every tenth one ``<batch>.compact`` holding all
+    earlier entries too) is a ``v1`` line followed by one JSON entry per file:
+    ``{"path": ..., "timestamp": ..., "batchId": ...}``.
+
+    Returns:
+        The batch's file URIs; empty when the log has no file for the batch.
+    """
+    for name in (str(batch_id), f"{batch_id}.compact"):
+        text = _read_text(spark, f"{checkpoint.rstrip('/')}/{_SOURCE_LOG}/{name}")
+        if text is None:
+            continue
+        lines = text.splitlines()
+        if not lines or not lines[0].startswith("v"):
+            raise ValueError(f"unexpected file source log format in {name}: {lines[:1]}")
+        entries = [json.loads(line) for line in lines[1:] if line.strip()]
+        return [e["path"] for e in entries if int(e["batchId"]) == batch_id]
+    return []
+
+
+def _checkpoint_root(spark: SparkSession, query_id: str) -> str:
+    """The checkpoint folder of the running query ``query_id`` (through the JVM).
+
+    A micro-batch runs in a clone of the session that started the query, whose query manager is
+    empty, so the session's own manager is asked first and then the default session's.
+    """
+    candidates = [spark._jsparkSession]
+    default = spark.sparkContext._jvm.org.apache.spark.sql.SparkSession.getDefaultSession()
+    if default.isDefined():
+        candidates.append(default.get())
+    for jsession in candidates:
+        jquery = jsession.streams().get(query_id)
+        if jquery is not None:
+            return str(jquery.streamingQuery().resolvedCheckpointRoot())
+    raise LookupError(f"streaming query {query_id} is not active")
+
+
+def _hadoop_fs(spark: SparkSession, uri: str):  # noqa: ANN202 - py4j objects
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(uri))
+    return path, path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+
+
+def _read_text(spark: SparkSession, uri: str) -> str | None:
+    """A small file's UTF-8 text through Hadoop's file system (any scheme), None if it does not exist."""
+    path, fs = _hadoop_fs(spark, uri)
+    if not fs.exists(path):
+        return None
+    stream = fs.open(path)
+    try:
+        return str(spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+    finally:
+        stream.close()
+
+
+def _file_sizes(spark: SparkSession, uris: list[str]) -> list[tuple[str, int]]:
+    """``(uri, size)`` per file, the URI in the form ``_metadata.file_path`` has (``file:/x``)."""
+    out = []
+    for uri in uris:
+        path, fs = _hadoop_fs(spark, uri)
+        out.append((_as_file_path(uri), int(fs.getFileStatus(path).getLen())))
+    return out
+
+
+def _as_file_path(uri: str) -> str:
+    """``file:///x`` (checkpoint log, ``inputFiles()``) as ``file:/x`` (``_metadata.file_path``)."""
+    parts = urlsplit(uri)
+    return uri if parts.netloc or not parts.scheme else f"{parts.scheme}:{parts.path}"

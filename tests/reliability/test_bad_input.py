@@ -30,9 +30,9 @@ LARGE_RECORDS = 250
 LARGE_FIELD_CHARS = 200_000
 
 
-# A zero-byte file yields no row at all from Spark's ``text`` source (``wholetext``), so the
-# handler never sees it: not read, not counted, not quarantined. The ingester cannot write one
-# (it lands a whole envelope atomically); kept as a visible, strict xfail until the reader changes.
+# Spark's file scan skips a zero-byte file (no row); app.sources.bronze.with_empty_files brings it
+# back as an empty-text row so it is quarantined. The ingester cannot write one (it lands a whole
+# envelope atomically), but a copy, a sync tool or a full disk can.
 ZERO_BYTE = "empty.json"
 
 
@@ -52,6 +52,7 @@ def case(good: tuple[str, ...] = (), bad: int = 0, reason: str = "") -> Case:
 CASES: dict[str, Case] = {
     "not_json.json": case(bad=1, reason="not a JSON object"),
     "truncated.json": case(bad=1, reason="not a JSON object"),
+    ZERO_BYTE: case(bad=1, reason="file is empty"),
     "blank_whitespace.json": case(bad=1, reason="unparseable"),
     "empty_array.json": case(bad=1, reason="not a JSON object"),
     "empty_object.json": case(bad=1, reason="no 'data' array"),
@@ -130,7 +131,7 @@ def corpus_run(tmp_path_factory, spark):
     layout = Layout.from_root(str(root))
     folder = Path(layout.bronze_root) / DAY
     folder.mkdir(parents=True)
-    for name in [*CASES, ZERO_BYTE]:
+    for name in CASES:
         if name != LARGE_PAGE:
             (folder / name).write_bytes(_bytes_of(name))
     size = _write_large_page(folder)
@@ -152,7 +153,7 @@ def _by_file(df, column: str = "source_file"):
 
 def test_corpus_has_at_least_25_kinds():
     on_disk = {p.name for p in CORPUS.iterdir() if p.suffix == ".json"}
-    assert on_disk == set(CASES) - {LARGE_PAGE} | {ZERO_BYTE}
+    assert on_disk == set(CASES) - {LARGE_PAGE}
     assert len(CASES) >= 25
 
 
@@ -218,8 +219,12 @@ def test_bronze_fixture_files_are_untouched(corpus_run):
     assert not [n for n in os.listdir(folder) if n.startswith(".")]
 
 
-@pytest.mark.xfail(strict=True, reason="zero-byte bronze files are invisible to Spark's text source")
 def test_zero_byte_file_is_quarantined(corpus_run, spark):
     layout, _, _ = corpus_run
+    assert (Path(layout.bronze_root) / DAY / ZERO_BYTE).stat().st_size == 0
     quarantine = _by_file(spark.read.format("delta").load(layout.table("bronze_quarantine")))
-    assert quarantine.filter(F.col("_file") == ZERO_BYTE).count() == 1
+    rows = quarantine.filter(F.col("_file") == ZERO_BYTE).collect()
+    assert len(rows) == 1
+    assert rows[0]["failed_rules"] == ["unparseable"], rows[0]
+    assert any("file is empty" in e for e in rows[0]["errors"]), rows[0]
+    assert rows[0]["raw_record"] == ""
