@@ -5,6 +5,12 @@ Serves ``/api/v3/ping``, ``/api/v3/coins/markets`` and ``/api/v3/simple/price`` 
 ``Retry-After``, 401 error 10002 for a missing or wrong key, 400 10010/10011 for a key sent with the
 other plan's header, ``{"error": "invalid vs_currency"}``, HTML error pages.
 
+Faults (:class:`Faults`) are rolled per request from a seeded die: 5xx errors, bursts of
+consecutive 5xx, slow answers (client timeouts), truncated bodies, HTML pages, empty pages, 429
+storms with ``Retry-After``, and a window of calls refused 401 as if the key were revoked
+mid-run. Every request is kept in a bounded log (:meth:`SimulatorHandle.requests`) so a test
+can check the client's pacing from the server side.
+
 Use it from tests (``start_simulator(port=0)`` picks an ephemeral port) or ``coinlake simulate``.
 """
 
@@ -72,6 +78,16 @@ class Faults:
         truncate_rate: fraction whose body is cut short (half with an honest, half with a lying length).
         html_rate: fraction answered with a Cloudflare-style HTML error page (502/503/520).
         empty_rate: fraction of /coins/markets pages answered ``[]``.
+        burst_rate: fraction of requests that start a burst of ``burst_length`` consecutive 5xx
+            answers (this one included; ``/ping`` is never part of a burst).
+        burst_length: requests in a 5xx burst.
+        storm_rate: fraction of requests that start a 429 storm of ``storm_seconds`` (on the
+            simulator's clock): every request until it ends is answered 429 with ``Retry-After``
+            set to the time left.
+        storm_seconds: length of a 429 storm.
+        auth_outage_calls: ``(first, last)``: requests number ``first`` to ``last`` (1-based,
+            inclusive, every path counted) are answered 401 error 10002 as if the key had been
+            revoked; later requests are accepted again.
         api_key: when set, requests must carry this key (else 401 error 10002).
         plan: ``demo`` or ``pro``: which key header this host expects (the other gives 10010/10011).
         seed: seed of the fault dice.
@@ -85,6 +101,11 @@ class Faults:
     truncate_rate: float = 0.0
     html_rate: float = 0.0
     empty_rate: float = 0.0
+    burst_rate: float = 0.0
+    burst_length: int = 5
+    storm_rate: float = 0.0
+    storm_seconds: float = 2.0
+    auth_outage_calls: tuple[int, int] | None = None
     api_key: str | None = None
     plan: str = "demo"
     seed: int = 7
@@ -107,12 +128,43 @@ class SimulatorStats:
     html: int = 0
     empty: int = 0
     auth_failed: int = 0
+    bursts: int = 0
+    """5xx bursts started (their answers also count in ``server_errors``)."""
+    storms: int = 0
+    """429 storms started by ``storm_rate`` (their answers count in ``storm_429``)."""
 
     def copy(self) -> SimulatorStats:
         """A detached copy."""
         return SimulatorStats(
             **{k: (Counter(v) if isinstance(v, Counter) else v) for k, v in self.__dict__.items()}
         )
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request as the server saw it.
+
+    Attributes:
+        wall_time: arrival, ``time.time()`` (to line up with the client's UTC logs).
+        clock_time: arrival on the simulator's clock (the one its rate limit uses).
+        path: the path without the query (``/api/v3/coins/markets``).
+        vs_currency: the ``vs_currency`` parameter, if any.
+        page: the ``page`` parameter, if any.
+        status: the HTTP status answered.
+        fault: the injected fault (``error``, ``burst``, ``slow``, ``truncate``, ``html``,
+            ``empty``, ``storm``, ``auth``, ``limit``) or None for a clean answer.
+    """
+
+    wall_time: float
+    clock_time: float
+    path: str
+    vs_currency: str | None
+    page: str | None
+    status: int
+    fault: str | None
+
+
+REQUEST_LOG_SIZE = 100_000
 
 
 class _State:
@@ -131,6 +183,8 @@ class _State:
         self.window: deque[float] = deque()
         self.storm_until = -math.inf
         self.storm_retry_after = 0
+        self.burst_left = 0
+        self.requests: deque[RequestRecord] = deque(maxlen=REQUEST_LOG_SIZE)
         self.wall_start = time.monotonic()
         self.advanced = 0.0
 
@@ -169,14 +223,19 @@ class _Handler(BaseHTTPRequestHandler):
             st.stats.calls += 1
             st.stats.by_path[path] += 1
             now = st.clock()
+            self._arrival = (time.time(), now, path, query.get("vs_currency"), query.get("page"))
             auth = self._auth_problem(query)
             if auth is not None:
                 st.stats.auth_failed += 1
-                return self._send_locked(*auth)
+                return self._send_locked(*auth, fault="auth")
             limited = self._rate_limit(now)
             if limited is not None:
                 return self._send_locked(*limited)
             fault = self._roll_fault(path)
+            if fault == "storm":
+                st.stats.storms += 1
+                st.storm_until = now + st.faults.storm_seconds
+                return self._send_locked(*self._rate_limit(now))
             st.sync_realtime()
             status, body = self._route(path, query, fault == "empty")
             if fault == "slow":
@@ -188,6 +247,10 @@ class _Handler(BaseHTTPRequestHandler):
     # --- checks (called with the lock held) ---
     def _auth_problem(self, query: dict[str, str]) -> tuple[int, Any] | None:
         f = self.state.faults
+        outage = f.auth_outage_calls
+        if outage is not None and outage[0] <= self.state.stats.calls <= outage[1]:
+            stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+            return 401, {"status": {"timestamp": stamp, "error_code": 10002, "error_message": MSG_10002}}
         if not f.api_key:
             return None
         demo = self.headers.get("x-cg-demo-api-key") or query.get("x_cg_demo_api_key")
@@ -202,11 +265,11 @@ class _Handler(BaseHTTPRequestHandler):
             return 401, {"status": {"timestamp": stamp, "error_code": 10002, "error_message": MSG_10002}}
         return None
 
-    def _rate_limit(self, now: float) -> tuple[int, Any, dict[str, str]] | None:
+    def _rate_limit(self, now: float) -> tuple[int, Any, dict[str, str], str] | None:
         st = self.state
         if now < st.storm_until:
             st.stats.storm_429 += 1
-            return 429, BODY_429, {"Retry-After": str(max(1, math.ceil(st.storm_until - now)))}
+            return 429, BODY_429, {"Retry-After": str(max(1, math.ceil(st.storm_until - now)))}, "storm"
         limit = st.faults.rate_limit_per_minute
         if limit is None:
             return None
@@ -215,7 +278,7 @@ class _Handler(BaseHTTPRequestHandler):
         if len(st.window) >= limit:
             st.stats.rate_limited += 1
             wait = st.faults.retry_after or max(1, math.ceil(st.window[0] + 60.0 - now))
-            return 429, BODY_429, {"Retry-After": str(wait)}
+            return 429, BODY_429, {"Retry-After": str(wait)}, "limit"
         st.window.append(now)
         return None
 
@@ -223,6 +286,9 @@ class _Handler(BaseHTTPRequestHandler):
         f, st = self.state.faults, self.state
         if path == API_PREFIX + "/ping":
             return None
+        if st.burst_left > 0:
+            st.burst_left -= 1
+            return "burst"
         r = st.rng.random()
         for name, rate in (
             ("error", f.error_rate),
@@ -230,8 +296,13 @@ class _Handler(BaseHTTPRequestHandler):
             ("truncate", f.truncate_rate),
             ("html", f.html_rate),
             ("empty", f.empty_rate if path.endswith("/coins/markets") else 0.0),
+            ("burst", f.burst_rate),
+            ("storm", f.storm_rate),
         ):
             if r < rate:
+                if name == "burst":
+                    st.stats.bursts += 1
+                    st.burst_left = max(0, f.burst_length - 1)
                 return name
             r -= rate
         return None
@@ -266,8 +337,15 @@ class _Handler(BaseHTTPRequestHandler):
         return 404, {"error": "Incorrect path. Please check https://www.coingecko.com/api/"}
 
     # --- responses ---
-    def _send_locked(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+    def _record(self, status: int, fault: str | None) -> None:
+        """Log the request (caller holds the lock)."""
+        self.state.requests.append(RequestRecord(*self._arrival, status=status, fault=fault))
+
+    def _send_locked(
+        self, status: int, body: Any, headers: dict[str, str] | None = None, fault: str | None = None
+    ) -> None:
         self.state.stats.by_status[status] += 1
+        self._record(status, fault)
         self._write(status, json.dumps(body).encode(), "application/json", headers or {})
 
     def _send(self, status: int, body: Any, fault: str | None) -> None:
@@ -275,7 +353,7 @@ class _Handler(BaseHTTPRequestHandler):
         data = json.dumps(body).encode()
         ctype = "application/json; charset=utf-8"
         with st.lock:
-            if fault == "error":
+            if fault in ("error", "burst"):
                 status = st.rng.choice((500, 502, 503))
                 st.stats.server_errors += 1
                 data = json.dumps({"error": "Internal Server Error"}).encode()
@@ -289,6 +367,7 @@ class _Handler(BaseHTTPRequestHandler):
             if fault == "truncate":
                 st.stats.truncated += 1
             st.stats.by_status[status] += 1
+            self._record(status, fault)
         if fault == "truncate":
             cut = data[: max(1, len(data) // 3)]
             # A lying Content-Length makes the client see a connection cut mid-body.
@@ -365,6 +444,12 @@ class SimulatorHandle:
         st: _State = self._server.state  # type: ignore[attr-defined]
         with st.lock:
             st.storm_until = st.clock() + max(seconds, retry_after or 0)
+
+    def requests(self) -> list[RequestRecord]:
+        """The requests served so far, oldest first (the last :data:`REQUEST_LOG_SIZE`)."""
+        st: _State = self._server.state  # type: ignore[attr-defined]
+        with st.lock:
+            return list(st.requests)
 
     def set_faults(self, faults: Faults) -> None:
         """Replace the fault settings of the running server (the dice keep rolling)."""

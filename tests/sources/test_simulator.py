@@ -172,3 +172,70 @@ def test_slow_responses_exceed_the_client_timeout():
         except requests.Timeout:
             pass
         assert sim.stats.slow == 1
+
+
+def _markets_status(sim) -> int:
+    try:
+        return get(sim, "/coins/markets", vs_currency="usd", per_page=2).status_code
+    except requests.RequestException:
+        return -1
+
+
+def test_a_5xx_burst_answers_consecutive_requests_with_server_errors():
+    with start_simulator(coins=5, faults=Faults(burst_rate=1.0, burst_length=4, seed=2)) as sim:
+        first = [_markets_status(sim) for _ in range(4)]
+        assert get(sim, "/ping").status_code == 200  # a ping is never part of a burst
+        sim.set_faults(Faults(seed=2))  # no new burst can start
+        after = [_markets_status(sim) for _ in range(2)]
+        stats = sim.stats
+    assert all(code in (500, 502, 503) for code in first), first
+    assert after == [200, 200]
+    assert stats.bursts == 1 and stats.server_errors == 4
+
+
+def test_a_burst_in_progress_keeps_going_when_new_ones_cannot_start():
+    with start_simulator(coins=5, faults=Faults(burst_rate=1.0, burst_length=3, seed=2)) as sim:
+        assert _markets_status(sim) >= 500
+        sim.set_faults(Faults(seed=2))
+        codes = [_markets_status(sim) for _ in range(3)]
+    assert [c >= 500 for c in codes] == [True, True, False]
+
+
+def test_a_429_storm_answers_every_request_with_retry_after_until_it_ends():
+    clock = [100.0]
+    faults = Faults(storm_rate=1.0, storm_seconds=2.5, seed=3)
+    with start_simulator(coins=5, faults=faults, clock=lambda: clock[0]) as sim:
+        resp = get(sim, "/coins/markets", vs_currency="usd")
+        assert resp.status_code == 429 and resp.headers["Retry-After"] == "3"
+        assert resp.json()["status"]["error_code"] == 429
+        sim.set_faults(Faults(seed=3))
+        clock[0] = 101.6
+        resp = get(sim, "/ping")
+        assert resp.status_code == 429 and resp.headers["Retry-After"] == "1"
+        clock[0] = 102.6
+        assert get(sim, "/coins/markets", vs_currency="usd").status_code == 200
+        stats = sim.stats
+    assert stats.storms == 1 and stats.storm_429 == 2 and stats.rate_limited == 0
+
+
+def test_an_auth_outage_refuses_a_window_of_calls_then_accepts_again():
+    with start_simulator(coins=5, faults=Faults(auth_outage_calls=(2, 3))) as sim:
+        codes = [get(sim, "/coins/markets", vs_currency="usd").status_code for _ in range(2)]
+        codes += [get(sim, "/ping").status_code, get(sim, "/ping").status_code]
+        stats = sim.stats
+    assert codes == [200, 401, 401, 200]
+    assert stats.auth_failed == 2
+
+
+def test_the_request_log_records_each_request_with_its_fault():
+    faults = Faults(error_rate=0.5, seed=1, auth_outage_calls=(1, 1))
+    with start_simulator(coins=5, faults=faults) as sim:
+        for page in range(1, 7):
+            get(sim, "/coins/markets", vs_currency="usd", page=page, per_page=2)
+        log = sim.requests()
+    assert [r.page for r in log] == ["1", "2", "3", "4", "5", "6"]
+    assert all(r.path == "/api/v3/coins/markets" and r.vs_currency == "usd" for r in log)
+    assert (log[0].status, log[0].fault) == (401, "auth")
+    assert {r.fault for r in log[1:]} == {"error", None}
+    assert all((r.status >= 500) == (r.fault == "error") for r in log[1:])
+    assert [r.wall_time for r in log] == sorted(r.wall_time for r in log)
