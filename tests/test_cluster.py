@@ -1,0 +1,200 @@
+"""The full pipeline on a real multi-executor cluster equals the same pipeline in local mode.
+
+One bronze set (60 simulated coins x 6 polling cycles, plus a file and records that must be
+quarantined) is processed by ``coinlake stream --trigger available-now`` in a subprocess, with the
+warehouse emulator on, once with ``local[2]`` and once with ``local-cluster[2,1,1024]`` (a master,
+two workers and two executor JVMs, each with one core, started by Spark on this machine). Every
+Delta table, the deterministic counts of ``pipeline_metadata`` and every emulator table must be
+equal. So nothing in a batch may depend on state only the driver process has.
+
+Evidence that the cluster run really ran on two executors: it writes a Spark event log
+(``spark.eventLog.*`` through ``PYSPARK_SUBMIT_ARGS``, so the command under test is unchanged), which
+must show executors ``0`` and ``1`` added and every finished task on one of them (local mode runs
+its tasks in the ``driver``, so the test cannot pass on local mode by accident).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from app.paths import Layout
+from app.sources.landing import write_bronze_page
+from app.sources.market_model import MarketModel
+from tests.reliability.harness import (
+    STREAM,
+    delta_snapshot,
+    diff_snapshots,
+    ledger_rows,
+    run_cli,
+    tail,
+    warehouse_snapshot,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Arrow output")]
+
+CLUSTER_MASTER = "local-cluster[2,1,1024]"
+LOCAL_MASTER = "local[2]"
+COINS = 60
+SNAPSHOTS = 6
+START = datetime(2026, 3, 2, 23, 40, tzinfo=UTC)  # crosses midnight: two days of gold
+STEP_SECONDS = 300
+# 6 good pages + 2 bad fixtures = 8 files at 4 per trigger: 2 batches.
+FILES_PER_TRIGGER = "4"
+EXPECTED_BATCHES = 2
+BAD_FIXTURES = ("not_json.json", "negative_and_zero_price.json")
+CORPUS = Path(__file__).resolve().parent / "data" / "bad_bronze"
+# pipeline_metadata columns that are a function of the bronze and the batching, not of the run.
+METADATA_COUNTS = (
+    "batch_id",
+    "status",
+    "files",
+    "records_read",
+    "new_versions",
+    "unchanged",
+    "duplicates",
+    "quarantined",
+    "quarantined_by_rule",
+    "warned_by_rule",
+)
+
+
+def _spark_scripts_missing() -> str | None:
+    """Why a local cluster cannot start here (no Java 17+, no Spark scripts or jars), else None."""
+    import pyspark
+
+    from app.errors import EnvironmentSetupError
+    from app.spark import MIN_JAVA, java_major_version
+
+    try:
+        if java_major_version() < MIN_JAVA:
+            return f"Java {MIN_JAVA}+ is needed for a local Spark cluster"
+    except EnvironmentSetupError as exc:
+        return str(exc)
+    home = os.environ.get("SPARK_HOME") or os.path.dirname(os.path.abspath(pyspark.__file__))
+    if not os.access(os.path.join(home, "bin", "spark-class"), os.X_OK):
+        return f"no executable {home}/bin/spark-class: Spark's launch scripts are missing"
+    if not os.path.isdir(os.path.join(home, "jars")):
+        return f"no {home}/jars: the workers cannot build an executor's classpath"
+    return None
+
+
+def _write_bronze(layout: Layout) -> int:
+    """Land the simulated polling cycles as the ingester does, plus the bad fixtures; returns the file count."""
+    model = MarketModel(n_coins=COINS, seed=11, start=START)
+    for cycle in range(SNAPSHOTS):
+        model.advance(STEP_SECONDS)
+        write_bronze_page(
+            layout,
+            records_body=json.dumps(model.markets_page("usd", page=1, per_page=250)),
+            vs_currency="usd",
+            page=1,
+            run_id=uuid.UUID(int=cycle + 1).hex,
+            fetched_at=model.now + timedelta(seconds=1),
+        )
+    folder = Path(layout.bronze_day(START.date().isoformat()))
+    for name in BAD_FIXTURES:
+        shutil.copyfile(CORPUS / name, folder / name)
+    return SNAPSHOTS + len(BAD_FIXTURES)
+
+
+def _metadata_counts(spark, layout: Layout) -> list[str]:
+    rows = (
+        spark.read.format("delta")
+        .load(layout.table("pipeline_metadata"))
+        .filter("kind = 'stream_batch'")
+        .select(*METADATA_COUNTS)
+        .collect()
+    )
+    return sorted(json.dumps(r.asDict(recursive=True), sort_keys=True, default=str) for r in rows)
+
+
+def _event_log_submit_args(folder: Path) -> str:
+    """``PYSPARK_SUBMIT_ARGS`` that make the driver write one plain-JSON event log into ``folder``."""
+    folder.mkdir()
+    conf = {
+        "spark.eventLog.enabled": "true",
+        "spark.eventLog.dir": folder.as_uri(),
+        "spark.eventLog.rolling.enabled": "false",
+        "spark.eventLog.compress": "false",
+    }
+    return " ".join(f"--conf {k}={v}" for k, v in conf.items()) + " pyspark-shell"
+
+
+def _event_log_executors(folder: Path) -> tuple[set[str], set[str]]:
+    """From the one Spark event log in ``folder``: executor ids added, and executor ids that ran tasks."""
+    logs = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    assert len(logs) == 1, f"expected one Spark event log in {folder}, found {logs}"
+    added, ran = set(), set()
+    with open(logs[0], encoding="utf-8") as fh:
+        for line in fh:
+            # Most lines are big SQL plan events: parse only the two kinds wanted.
+            if '"SparkListenerExecutorAdded"' in line[:60]:
+                added.add(str(json.loads(line)["Executor ID"]))
+            elif '"SparkListenerTaskEnd"' in line[:60]:
+                ran.add(str(json.loads(line)["Task Info"]["Executor ID"]))
+    return added, ran
+
+
+def _run_pipeline(root: Path, master: str, **env: str):
+    return run_cli(
+        *STREAM,
+        data_dir=root,
+        COINLAKE_SPARK_MASTER=master,
+        COINLAKE_WAREHOUSE="emulator",
+        COINLAKE_MAX_FILES_PER_TRIGGER=FILES_PER_TRIGGER,
+        COINLAKE_DRIVER_MEMORY="2g",
+        **env,
+    )
+
+
+def test_local_cluster_equals_local_mode(spark, tmp_path):
+    reason = _spark_scripts_missing()
+    if reason:
+        pytest.skip(reason)
+
+    local_root, cluster_root = tmp_path / "local" / "data", tmp_path / "cluster" / "data"
+    local, cluster = Layout.from_root(str(local_root)), Layout.from_root(str(cluster_root))
+    files = _write_bronze(local)
+    # The same files, with the same modification times (the stream's file order).
+    shutil.copytree(local.bronze_root, cluster.bronze_root)
+
+    local_run = _run_pipeline(local_root, LOCAL_MASTER)
+    assert local_run.returncode == 0, tail(local_run)
+    events = tmp_path / "events"
+    cluster_run = _run_pipeline(
+        cluster_root, CLUSTER_MASTER, PYSPARK_SUBMIT_ARGS=_event_log_submit_args(events)
+    )
+    assert cluster_run.returncode == 0, tail(cluster_run)
+    print(f"\nlocal[2]: {local_run.seconds:.0f}s, {CLUSTER_MASTER}: {cluster_run.seconds:.0f}s")
+
+    # The cluster really had two executor JVMs, and every task ran on one of them (none in the driver).
+    added, ran = _event_log_executors(events)
+    assert added == {"0", "1"}, f"executors added: {added}"
+    assert ran == {"0", "1"}, f"tasks ran on: {ran}"
+
+    expected = _metadata_counts(spark, local)
+    assert len(expected) == EXPECTED_BATCHES
+    assert sum(json.loads(r)["files"] for r in expected) == files
+    assert _metadata_counts(spark, cluster) == expected
+
+    local_delta = delta_snapshot(spark, local)
+    for name in ("silver_crypto_clean", "crypto_anomalies", "gold_crypto_metrics", "gold_coin_ohlc"):
+        assert local_delta[name], f"{name} is empty: the comparison would prove nothing"
+    assert local_delta["bronze_quarantine"], "nothing quarantined: the bad fixtures were not read"
+    assert diff_snapshots(local_delta, delta_snapshot(spark, cluster)) == []
+
+    local_warehouse = warehouse_snapshot(local)
+    assert all(local_warehouse.values()), {k: len(v) for k, v in local_warehouse.items()}
+    assert diff_snapshots(local_warehouse, warehouse_snapshot(cluster)) == []
+    assert (
+        [b for _, b in ledger_rows(cluster)]
+        == [b for _, b in ledger_rows(local)]
+        == list(range(EXPECTED_BATCHES))
+    )
