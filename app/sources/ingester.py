@@ -134,7 +134,16 @@ def run_cycle(
         result.duration_seconds = round(time.monotonic() - t0, 3)
         if result.status == "ok" and result.pages_failed:
             result.status = "partial" if result.pages_ok else "failed"
-        append_run_log(layout, result)
+        try:
+            append_run_log(layout, result)
+        except OSError as exc:
+            # The run log is how `coinlake status` and operators see a cycle: a cycle that could
+            # not record itself (disk full, permissions) is failed, with the reason.
+            reason = (
+                f"cannot write the ingest run log: {exc.strerror or exc} ({exc.filename or layout.logs_dir})"
+            )
+            result.status = "failed"
+            result.error = f"{result.error}; {reason}" if result.error else reason
         log_event(
             logger,
             "ingest.cycle_done",

@@ -10,6 +10,7 @@ Other modules' tests build bronze fixtures with :func:`write_bronze_page`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -185,6 +186,7 @@ def cleanup_stale_temps(layout: Layout, *, older_than_seconds: float = 3600.0) -
 
 
 def _write_temp(tmp: str, payload: bytes) -> None:
+    """Write the whole payload to a new temp file; on any failure (disk full) remove it again."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:
         fd = os.open(tmp, flags, 0o644)
@@ -193,13 +195,18 @@ def _write_temp(tmp: str, payload: bytes) -> None:
         os.unlink(tmp)
         fd = os.open(tmp, flags, 0o644)
     try:
-        view = memoryview(payload)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        try:
+            view = memoryview(payload)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _publish(tmp: str, final: str, payload: bytes) -> None:

@@ -274,3 +274,21 @@ def test_sigterm_stops_polling_cleanly(tmp_path):
     assert not [f for f in all_files(tmp_path) if os.path.basename(f).startswith(".")]
     for f in bronze_files(tmp_path):
         json.load(open(f))
+
+
+def test_a_run_log_that_cannot_be_written_fails_the_cycle_without_raising(tmp_path, simulator, monkeypatch):
+    import errno
+
+    import app.sources.ingester as ingester
+
+    def full_disk(layout, result):
+        raise OSError(
+            errno.ENOSPC, "No space left on device", os.path.join(layout.logs_dir, "ingest_runs.jsonl")
+        )
+
+    monkeypatch.setattr(ingester, "append_run_log", full_disk)
+    settings = load_settings(api_base_url=simulator.base_url, top_n=50, per_page=25)
+    result = run_cycle(settings, Layout.from_root(str(tmp_path)), client=fake_client(settings, FakeClock()))
+    assert result.pages_ok == 2 and result.status == "failed"
+    assert result.error.startswith("cannot write the ingest run log: No space left on device (")
+    assert result.error.endswith("ingest_runs.jsonl)")

@@ -184,3 +184,28 @@ def test_write_bronze_page_on_dbfs_without_hard_links(tmp_path, monkeypatch):
         write_bronze_page(
             layout, records_body="[]", vs_currency="usd", page=1, run_id=RUN_ID, fetched_at=FETCHED
         )
+
+
+def test_a_failed_write_leaves_no_temp_file(tmp_path, monkeypatch):
+    """Disk full in the middle of the write: the error goes up and the temp file is removed."""
+    import errno
+
+    import app.sources.landing as landing
+
+    layout = Layout.from_root(str(tmp_path))
+    real_write = os.write
+    calls = []
+
+    def write_then_fill(fd, data):
+        calls.append(len(data))
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, bytes(data[:10]))  # a short write, then the disk is full
+
+    monkeypatch.setattr(landing.os, "write", write_then_fill)
+    with pytest.raises(OSError, match="No space left"):
+        write_bronze_page(
+            layout, records_body=BODY, vs_currency="usd", page=1, run_id=RUN_ID, fetched_at=FETCHED
+        )
+    assert len(calls) == 2
+    assert os.listdir(layout.bronze_day("2026-11-25")) == []
