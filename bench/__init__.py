@@ -1,0 +1,1 @@
+"""The coinlake benchmark (docs/BENCHMARKS.md): ``python -m bench``."""
