@@ -37,7 +37,7 @@ from tests.reliability.harness import (
     warehouse_snapshot,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Arrow output")]
+pytestmark = pytest.mark.filterwarnings("ignore:Arrow output")
 
 CLUSTER_MASTER = "local-cluster[2,1,1024]"
 LOCAL_MASTER = "local[2]"
@@ -45,10 +45,12 @@ COINS = 60
 SNAPSHOTS = 6
 START = datetime(2026, 3, 2, 23, 40, tzinfo=UTC)  # crosses midnight: two days of gold
 STEP_SECONDS = 300
-# 6 good pages + 2 bad fixtures = 8 files at 4 per trigger: 2 batches.
-FILES_PER_TRIGGER = "4"
+# 6 good pages + 3 bad fixtures = 9 files at 5 per trigger: 2 batches.
+FILES_PER_TRIGGER = "5"
 EXPECTED_BATCHES = 2
-BAD_FIXTURES = ("not_json.json", "negative_and_zero_price.json")
+# A file that is not JSON, records that fail expectations, and a zero-byte file (found by the
+# driver in the stream's checkpoint log).
+BAD_FIXTURES = ("not_json.json", "negative_and_zero_price.json", "empty.json")
 CORPUS = Path(__file__).resolve().parent / "data" / "bad_bronze"
 # pipeline_metadata columns that are a function of the bronze and the batching, not of the run.
 METADATA_COUNTS = (
@@ -154,6 +156,33 @@ def _run_pipeline(root: Path, master: str, **env: str):
     )
 
 
+def test_local_cluster_conf_sizes_executors_and_keeps_work_files_out_of_pyspark(monkeypatch):
+    import pyspark
+
+    from app.errors import EnvironmentSetupError
+    from app.spark import _local_cluster_conf
+
+    monkeypatch.setenv("SPARK_HOME", "unset-after-the-test")  # so monkeypatch restores the original
+    monkeypatch.delenv("SPARK_HOME")
+    conf = _local_cluster_conf("local-cluster[3, 2, 512]")
+    assert conf["spark.executor.memory"] == "512m"
+    assert conf["spark.cores.max"] == "6"
+    assert conf["spark.scheduler.minRegisteredResourcesRatio"] == "1.0"
+    home = Path(os.environ["SPARK_HOME"])
+    package = Path(pyspark.__file__).resolve().parent
+    assert home.resolve() != package
+    assert (home / "jars").resolve() == package / "jars"
+    assert os.access(home / "bin" / "spark-class", os.X_OK)
+    shutil.rmtree(home)
+
+    monkeypatch.setenv("SPARK_HOME", "/opt/spark")
+    _local_cluster_conf("local-cluster[2,1,1024]")
+    assert os.environ["SPARK_HOME"] == "/opt/spark"  # a user's Spark home is left alone
+    with pytest.raises(EnvironmentSetupError, match="local-cluster"):
+        _local_cluster_conf("local-cluster[2]")
+
+
+@pytest.mark.slow
 def test_local_cluster_equals_local_mode(spark, tmp_path):
     reason = _spark_scripts_missing()
     if reason:
