@@ -70,6 +70,18 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+class _DropReraisedCallbackErrors(logging.Filter):
+    """Drop py4j's log of an exception raised in a Python callback (a foreachBatch function).
+
+    py4j logs it, traceback included, before handing it back to the JVM, which re-raises it to the
+    streaming query; the stream logs the failed batch (``batch.failed``) and the CLI reports its
+    cause in one line, so this copy only adds a raw traceback to standard error.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.startswith("py4j") and "Python Proxy" in record.getMessage())
+
+
 def configure_logging(fmt: str = "auto", level: str = "INFO", stream: Any = None) -> None:
     """Install one handler on the root logger (idempotent).
 
@@ -82,6 +94,7 @@ def configure_logging(fmt: str = "auto", level: str = "INFO", stream: Any = None
         fmt = "text" if getattr(stream or sys.stderr, "isatty", lambda: False)() else "json"
     handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(_DropReraisedCallbackErrors())
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_coinlake", False):

@@ -182,7 +182,9 @@ def run_stream(
         _await(query, timeout_seconds)
     error = query.exception()
     if error is not None:
-        raise StreamFailedError(f"stream stopped by an error: {_first_line(str(error))}")
+        raise StreamFailedError(
+            f"stream stopped by an error (the failed batch re-runs on restart): {root_cause(str(error))}"
+        )
     result = StreamResult(
         query_id=str(query.id), app_id=handler.app_id or "", run_id=run_id, batches=handler.results
     )
@@ -193,7 +195,13 @@ def run_stream(
 
 
 def _await(query: StreamingQuery, timeout_seconds: float | None) -> None:
-    """Wait for the query to end, stopping it on SIGTERM/SIGINT or after ``timeout_seconds``."""
+    """Wait for the query to end, stopping it on SIGTERM/SIGINT or after ``timeout_seconds``.
+
+    A query that fails ends the wait quietly: ``awaitTermination`` raises its error, which
+    :func:`run_stream` reads back from ``query.exception()`` and reports in one line.
+    """
+    from pyspark.errors import StreamingQueryException
+
     stop = threading.Event()
     restore = _install_stop_signals(stop)
     waited = 0.0
@@ -208,7 +216,10 @@ def _await(query: StreamingQuery, timeout_seconds: float | None) -> None:
                 )
                 query.stop()
                 break
-            query.awaitTermination(0.5)
+            try:
+                query.awaitTermination(0.5)
+            except StreamingQueryException:
+                break
             waited += 0.5
     finally:
         restore()
@@ -231,6 +242,35 @@ def _install_stop_signals(stop: threading.Event):  # noqa: ANN202
             signal.signal(sig, handler)
 
     return _restore
+
+
+# "Caused by:" lines of a JVM error, and the last line of a Python traceback.
+_CAUSED_BY = re.compile(r"^\s*Caused by: (.+)$", re.MULTILINE)
+_PYTHON_ERROR = re.compile(r"^((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception)): (.+)$", re.MULTILINE)
+_WRAPPERS = ("py4j.", "pyspark.errors.", "org.apache.spark.sql.execution.streaming.")
+
+
+def root_cause(text: str) -> str:
+    """The one line of a failed query's error that says what went wrong.
+
+    A foreachBatch failure reaches the driver wrapped several times (the streaming query's error,
+    the Python callback's traceback, the Py4J error, the Spark job's error, each with its causes).
+    The innermost JVM cause is the most specific (``java.io.FileNotFoundException: ...
+    (Permission denied)``); a failure in Python code has none, and the last line of its traceback
+    is used (``app.errors.DataQualityError: ...``). Otherwise the first line.
+    """
+    text = text.split("=== Streaming Query ===", 1)[0]
+    causes = [c.strip() for c in _CAUSED_BY.findall(text) if not c.strip().startswith(_WRAPPERS)]
+    if causes:
+        return causes[-1][:500]
+    errors = [
+        f"{name}: {msg.strip()}"
+        for name, msg in _PYTHON_ERROR.findall(text)
+        if not name.startswith(_WRAPPERS)
+    ]
+    if errors:
+        return errors[-1][:500]
+    return _first_line(text)
 
 
 def _first_line(text: str) -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -107,11 +110,20 @@ def cli_env(data_dir: Path | str, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, data_dir: Path | str, cwd: Path | str | None = None, **extra_env: str) -> CliRun:
-    """Run ``python -m app.cli <args>`` in a fresh process (cwd: the data dir's parent, so no .env is read)."""
+def run_cli(
+    *args: str,
+    data_dir: Path | str,
+    cwd: Path | str | None = None,
+    prefix: Sequence[str] = (),
+    **extra_env: str,
+) -> CliRun:
+    """Run ``python -m app.cli <args>`` in a fresh process (cwd: the data dir's parent, so no .env is read).
+
+    ``prefix`` is put in front of the command (e.g. :func:`unprivileged_prefix`).
+    """
     start = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
+        [*prefix, sys.executable, "-m", "app.cli", *args],
         cwd=str(cwd or Path(data_dir).parent),
         env=cli_env(data_dir, **extra_env),
         capture_output=True,
@@ -208,3 +220,82 @@ def diff_snapshots(expected: dict[str, list], actual: dict[str, list]) -> list[s
                 f"{name}: expected {len(exp)} rows, found {len(act)}; missing {missing}; unexpected {extra}"
             )
     return problems
+
+
+# --- storage faults -------------------------------------------------------------------------
+
+# Capabilities that let root ignore file permissions; without them chmod binds root too.
+_DAC_CAPS = "-dac_override,-dac_read_search"
+
+
+def unprivileged_prefix() -> list[str] | None:
+    """A command prefix under which ``chmod`` denials bind this process's children.
+
+    Not root: nothing to add. Root: ``setpriv`` dropping CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH
+    from the bounding set, so the child (and its JVM) get EACCES like anybody else while still
+    reading root's own files. None when running as root without ``setpriv``.
+    """
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    return [setpriv, f"--bounding-set={_DAC_CAPS}"] if setpriv else None
+
+
+@contextlib.contextmanager
+def writes_denied(path: Path | str) -> Iterator[None]:
+    """Make ``path`` and every folder below it read-only (0555) until the block ends."""
+    folders = [Path(d) for d, _, _ in os.walk(path)]
+    modes = {d: d.stat().st_mode & 0o7777 for d in folders}
+    try:
+        for d in folders:
+            d.chmod(0o555)
+        yield
+    finally:
+        for d, mode in modes.items():
+            d.chmod(mode)
+
+
+@contextlib.contextmanager
+def small_tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``64m``) mounted at ``mount_point``; skips the test where mounting is not allowed."""
+    import pytest
+
+    mount_point.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root / CAP_SYS_ADMIN): {done.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], capture_output=True, check=False)
+
+
+def fill_filesystem(folder: Path, *, leave_bytes: int = 0) -> Path:
+    """Fill the file system holding ``folder`` until about ``leave_bytes`` are free; returns the filler."""
+    filler = folder / "filler.bin"
+    free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+    chunk = b"\0" * (1 << 20)
+    with open(filler, "wb") as fh:
+        remaining = max(0, free - leave_bytes)
+        try:
+            while remaining > 0:
+                remaining -= fh.write(chunk[: min(len(chunk), remaining)])
+                fh.flush()
+        except OSError:
+            pass  # full before the target: even better
+    return filler
+
+
+def traceback_lines(text: str) -> list[str]:
+    """Lines of a raw Python traceback in ``text`` (a one-line JSON log record is not one)."""
+    return [
+        line
+        for line in text.splitlines()
+        if line.startswith("Traceback (most recent call last)")
+        or (line.startswith('  File "') and '", line ' in line)
+    ]
