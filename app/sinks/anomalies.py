@@ -28,7 +28,6 @@ from app.sinks.alerts import post_alerts
 from app.sinks.range_merge import merge_staged, stage_replacement
 from app.sinks.touched import (
     TouchedKey,
-    collect_touched,
     earliest_from,
     keys_column_filter,
     read_key_tails,
@@ -36,7 +35,6 @@ from app.sinks.touched import (
     sql_ts,
     touched_frame,
 )
-from app.tables import ensure_table
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -198,9 +196,8 @@ def anomalies_stage(ctx: BatchContext) -> dict[str, int]:
         ``alerts_failed``, ``alerts_suppressed``.
     """
     settings = ctx.settings
-    anomalies_path = ctx.layout.table(ANOMALIES_TABLE)
-    ensure_table(ctx.spark, ANOMALIES_TABLE, anomalies_path)
-    keys = collect_touched(ctx.touched_df)
+    anomalies_path = ctx.ensure_table(ANOMALIES_TABLE)
+    keys = ctx.touched_keys
     counts = dict.fromkeys(
         (
             "anomalies_added",

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING
+
+from app.sinks.touched import TouchedKey, collect_touched
+from app.tables import ensure_table
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -27,6 +31,8 @@ class BatchContext:
         touched_df: ``coin_id, vs_currency, from_ts, to_ts``: one row per key with valid
             observations in the batch; silver rows with ``valid_from >= from_ts`` may have changed
             (docs/DESIGN.md, section 4). Cached by the handler.
+        ensured: paths of tables already ensured by this stream run (the handler passes one set
+            to every batch, so each table is checked once per run, not once per batch).
     """
 
     spark: SparkSession
@@ -36,6 +42,20 @@ class BatchContext:
     layout: Layout
     settings: Settings
     touched_df: DataFrame
+    ensured: set[str] = field(default_factory=set)
+
+    @cached_property
+    def touched_keys(self) -> list[TouchedKey]:
+        """The touched keys as values, collected once per batch and shared by the stages."""
+        return collect_touched(self.touched_df)
+
+    def ensure_table(self, name: str) -> str:
+        """Create (or upgrade) the Delta table ``name`` once per run; returns its path."""
+        path = self.layout.table(name)
+        if path not in self.ensured:
+            ensure_table(self.spark, name, path)
+            self.ensured.add(path)
+        return path
 
 
 # A stage runs after silver inside the same batch and returns counts for pipeline_metadata

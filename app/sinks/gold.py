@@ -43,7 +43,6 @@ from app.quality.anomalies import log_return
 from app.sinks.range_merge import count_actions, merge_staged, stage_replacement
 from app.sinks.touched import (
     TouchedKey,
-    collect_touched,
     earliest_from,
     keys_column_filter,
     keys_sql_filter,
@@ -52,7 +51,6 @@ from app.sinks.touched import (
     sql_ts,
     touched_frame,
 )
-from app.tables import ensure_table
 
 if TYPE_CHECKING:
     from app.sinks.context import BatchContext
@@ -361,8 +359,8 @@ def gold_stage(ctx: BatchContext) -> dict[str, int]:
     """
     spark = ctx.spark
     for name in (METRICS_TABLE, OHLC_TABLE, "crypto_anomalies"):
-        ensure_table(spark, name, ctx.layout.table(name))
-    keys = collect_touched(ctx.touched_df)
+        ctx.ensure_table(name)
+    keys = ctx.touched_keys
     counts = {"gold_ohlc_rows": 0, "gold_metrics_rows": 0}
     if keys:
         counts["gold_ohlc_rows"] = _replace(

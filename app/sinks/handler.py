@@ -108,6 +108,7 @@ class SilverBatchHandler:
         self.results: list[BatchMetadata] = []
         self.on_batch = on_batch
         self._tables_ready = False
+        self._ensured: set[str] = set()  # tables the stages have ensured during this run
 
     def __call__(self, batch_df: DataFrame, batch_id: int) -> None:
         self.process(batch_df, batch_id)
@@ -244,6 +245,7 @@ class SilverBatchHandler:
             layout=self.layout,
             settings=self.settings,
             touched_df=touched_df,
+            ensured=self._ensured,
         )
         stage_counts: dict[str, dict[str, int]] = {}
         for stage in self.stages:

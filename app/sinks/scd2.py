@@ -148,7 +148,10 @@ def build_scd2_plan(
     in_time = Window.partitionBy(*keys).orderBy("valid_from")
     so_far = in_time.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     ranked = (
-        versions.unionByName(collapsed).unionByName(new).withColumn("_rn", F.row_number().over(at_instant))
+        versions.unionByName(collapsed)
+        .unionByName(new)
+        .repartition(*keys)  # every window below partitions by the key (or a superset): one shuffle
+        .withColumn("_rn", F.row_number().over(at_instant))
     )
     # Step 2: runs of equal hashes; each run is one version holding its later observations.
     winners = (
