@@ -219,7 +219,7 @@ def _local_cluster_conf(master: str) -> dict[str, str]:
         home = tempfile.mkdtemp(prefix="coinlake-spark-home-")
         for name in ("bin", "jars"):
             os.symlink(os.path.join(package, name), os.path.join(home, name))
-        atexit.register(shutil.rmtree, home, ignore_errors=True)
+        atexit.register(_stop_spark_and_remove, home)
         os.environ["SPARK_HOME"] = home
     return {
         "spark.executor.memory": f"{memory_mb}m",
@@ -227,3 +227,17 @@ def _local_cluster_conf(master: str) -> dict[str, str]:
         "spark.scheduler.minRegisteredResourcesRatio": "1.0",
         "spark.scheduler.maxRegisteredResourcesWaitingTime": "120s",
     }
+
+
+def _stop_spark_and_remove(home: str) -> None:
+    """At exit: stop Spark first, so the executors end with the application (when the JVM just
+    dies, the local master keeps relaunching them while it shuts down), then delete ``home``."""
+    from pyspark import SparkContext
+
+    active = SparkContext._active_spark_context
+    if active is not None:
+        try:
+            active.stop()
+        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+            pass
+    shutil.rmtree(home, ignore_errors=True)
