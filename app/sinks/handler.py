@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
 
+from app.errors import PipelineError
 from app.faults import crash_point
 from app.logs import log_event
 from app.quality.derived import with_derived_columns, with_row_hash
@@ -58,7 +59,12 @@ logger = logging.getLogger(__name__)
 SILVER = "silver_crypto_clean"
 QUARANTINE = "bronze_quarantine"
 METADATA = "pipeline_metadata"
+MAX_RAISED_MESSAGE = 4000
 TOUCHED_DDL = "coin_id STRING, vs_currency STRING, from_ts TIMESTAMP, to_ts TIMESTAMP"
+
+
+class BatchFailedError(PipelineError):
+    """A batch failed with an error whose message was too long to pass on whole (truncated)."""
 
 
 def with_observation_columns(valid_df: DataFrame) -> DataFrame:
@@ -159,6 +165,11 @@ class SilverBatchHandler:
             log_event(
                 logger, "batch.failed", level=logging.ERROR, batch_id=batch_id, error=meta.error_message
             )
+            if len(str(exc)) > MAX_RAISED_MESSAGE:
+                # A huge message (e.g. a driver error quoting its data) crossing py4j back into the
+                # stream thread can overflow the JVM's stack in Spark's error formatting and hide
+                # the cause; the full text is in the log event above and in pipeline_metadata.
+                raise BatchFailedError(meta.error_message[:MAX_RAISED_MESSAGE]) from exc
             raise
         finally:
             for df in cached:

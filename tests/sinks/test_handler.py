@@ -99,3 +99,29 @@ def test_handler_next_batch_with_only_duplicates_adds_no_versions(spark, tmp_pat
     # no new version, but the current one records the collapsed observation at T0+1m
     assert meta.details["silver"]["upserts"] == 1
     assert spark.read.format("delta").load(layout.table("silver_crypto_clean")).count() == 1
+
+
+def test_handler_truncates_a_huge_error_before_it_crosses_into_the_stream(spark, tmp_path):
+    import pytest
+
+    from app.sinks.handler import MAX_RAISED_MESSAGE, BatchFailedError
+
+    layout = Layout.from_root(str(tmp_path))
+    settings = load_settings(data_dir=str(tmp_path))
+    files = [write_bronze_page(layout.bronze_root, T0, [coin_record("btc", 1.0, T0)])]
+
+    def loud(ctx):
+        raise RuntimeError("row data " * 100_000)
+
+    def quiet(ctx):
+        raise RuntimeError("short")
+
+    handler = SilverBatchHandler(layout=layout, settings=settings, app_id="test-app", stages=[loud])
+    with pytest.raises(BatchFailedError) as info:
+        handler.process(read_bronze_files(spark, files), 0)
+    assert str(info.value).startswith("RuntimeError: row data") and len(str(info.value)) <= MAX_RAISED_MESSAGE
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+    handler = SilverBatchHandler(layout=layout, settings=settings, app_id="test-app", stages=[quiet])
+    with pytest.raises(RuntimeError, match="^short$"):
+        handler.process(read_bronze_files(spark, files), 1)
