@@ -18,15 +18,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pyspark
 import pytest
 
 from app.paths import Layout
-from app.sources.landing import write_bronze_page
-from app.sources.market_model import MarketModel
+from bench.workload import generate
 from tests.reliability.harness import (
     STREAM,
     delta_snapshot,
@@ -44,7 +43,6 @@ LOCAL_MASTER = "local[2]"
 COINS = 60
 SNAPSHOTS = 6
 START = datetime(2026, 3, 2, 23, 40, tzinfo=UTC)  # crosses midnight: two days of gold
-STEP_SECONDS = 300
 # 6 good pages + 3 bad fixtures = 9 files at 5 per trigger: 2 batches.
 FILES_PER_TRIGGER = "5"
 EXPECTED_BATCHES = 2
@@ -69,8 +67,6 @@ METADATA_COUNTS = (
 
 def _spark_scripts_missing() -> str | None:
     """Why a local cluster cannot start here (no Java 17+, no Spark scripts or jars), else None."""
-    import pyspark
-
     from app.errors import EnvironmentSetupError
     from app.spark import MIN_JAVA, java_major_version
 
@@ -89,17 +85,8 @@ def _spark_scripts_missing() -> str | None:
 
 def _write_bronze(layout: Layout) -> int:
     """Land the simulated polling cycles as the ingester does, plus the bad fixtures; returns the file count."""
-    model = MarketModel(n_coins=COINS, seed=11, start=START)
-    for cycle in range(SNAPSHOTS):
-        model.advance(STEP_SECONDS)
-        write_bronze_page(
-            layout,
-            records_body=json.dumps(model.markets_page("usd", page=1, per_page=250)),
-            vs_currency="usd",
-            page=1,
-            run_id=uuid.UUID(int=cycle + 1).hex,
-            fetched_at=model.now + timedelta(seconds=1),
-        )
+    workload = generate(layout, coins=COINS, snapshots=SNAPSHOTS, seed=11, start=START)
+    assert workload.files == SNAPSHOTS
     folder = Path(layout.bronze_day(START.date().isoformat()))
     for name in BAD_FIXTURES:
         shutil.copyfile(CORPUS / name, folder / name)
@@ -157,8 +144,6 @@ def _run_pipeline(root: Path, master: str, **env: str):
 
 
 def test_local_cluster_conf_sizes_executors_and_keeps_work_files_out_of_pyspark(monkeypatch):
-    import pyspark
-
     from app.errors import EnvironmentSetupError
     from app.spark import _local_cluster_conf
 
@@ -196,11 +181,18 @@ def test_local_cluster_equals_local_mode(spark, tmp_path):
 
     local_run = _run_pipeline(local_root, LOCAL_MASTER)
     assert local_run.returncode == 0, tail(local_run)
-    events = tmp_path / "events"
+    events, scratch = tmp_path / "events", tmp_path / "tmp"
+    scratch.mkdir()
     cluster_run = _run_pipeline(
-        cluster_root, CLUSTER_MASTER, PYSPARK_SUBMIT_ARGS=_event_log_submit_args(events)
+        cluster_root,
+        CLUSTER_MASTER,
+        PYSPARK_SUBMIT_ARGS=_event_log_submit_args(events),
+        TMPDIR=str(scratch),  # where the run's temporary SPARK_HOME goes
     )
     assert cluster_run.returncode == 0, tail(cluster_run)
+    # The executors' work files (a copy of every jar each) went with the temporary SPARK_HOME.
+    assert list(scratch.glob("coinlake-spark-home-*")) == []
+    assert not (Path(pyspark.__file__).parent / "work").exists()
     print(f"\nlocal[2]: {local_run.seconds:.0f}s, {CLUSTER_MASTER}: {cluster_run.seconds:.0f}s")
 
     # The cluster really had two executor JVMs, and every task ran on one of them (none in the driver).
