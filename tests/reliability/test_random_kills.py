@@ -1,0 +1,189 @@
+"""kill -9 at random moments of a long available-now run, restart on the same checkpoint, compare.
+
+28 bronze pages at 2 files per trigger give a 14-batch run. ``coinlake stream --trigger
+available-now`` is started in its own process group and killed with SIGKILL (the Python driver and
+its JVM together: no shutdown hook, no cleanup) at a random moment, then restarted on the same data
+root and checkpoint. After ``KILLS`` kills, the last start runs to the end.
+
+A kill moment is drawn from a seeded RNG relative to the run's own progress, so it lands inside the
+batches on a fast machine and on a loaded one alike: after the query started (``stream.started``)
+or, one time in four, after the attempt's first finished batch (``batch.done``), wait a random
+0.05 to 1.3 batch durations (the median measured so far; the first attempt measures one first).
+Kills therefore fall in every phase of a batch (parse, silver MERGE, anomalies, gold, warehouse,
+metadata, Spark's own commit after ``batch.done``), and the run still progresses.
+
+Then every Delta table and every warehouse (emulator) table must equal an uninterrupted run over the
+same bronze, the warehouse ledger must hold each of the 14 batches exactly once under one app id,
+and ``pipeline_metadata`` one ``ok`` row per batch.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from app.paths import Layout
+from tests.reliability.harness import (
+    STREAM,
+    cli_env,
+    delta_snapshot,
+    diff_snapshots,
+    ledger_rows,
+    run_cli,
+    tail,
+    warehouse_snapshot,
+    write_fixed_bronze,
+)
+
+SEED = 20261126
+KILLS = 10
+PAGES = 28
+FILES_PER_TRIGGER = 2
+BATCHES = PAGES // FILES_PER_TRIGGER
+KILL_AFTER_BATCHES = (0.05, 1.3)  # the random part of a kill moment, in batch durations
+AFTER_FIRST_BATCH = 0.25  # how often the kill moment counts from the attempt's first batch.done
+START_TIMEOUT_SECONDS = 900
+FINAL_TIMEOUT_SECONDS = 2400
+PROGRESS_EVENTS = ('"event": "stream.started"', '"event": "batch.done"')
+
+
+@dataclass
+class Attempt:
+    """One start of the stream: when it was to be killed, and what it got done."""
+
+    after_batches: int | None = None
+    delay: float | None = None
+    killed: bool = False
+    returncode: int | None = None
+    marks: list[float] = field(default_factory=list)  # stream.started, then each batch.done
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def batches_done(self) -> int:
+        return max(0, len(self.marks) - 1)
+
+    @property
+    def batch_seconds(self) -> list[float]:
+        return [b - a for a, b in zip(self.marks, self.marks[1:], strict=False)]
+
+
+def _run_attempt(root: Path, attempt: Attempt, fraction: float | None, estimate: float | None) -> Attempt:
+    """Start the stream; with ``fraction``, SIGKILL its process group at the attempt's kill moment.
+
+    The kill moment is ``fraction * estimate`` seconds after progress mark ``attempt.after_batches``
+    (0: the query started, 1: the first batch.done); without an estimate the attempt measures its
+    first batch and uses that.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", *STREAM],
+        cwd=str(root.parent),
+        env=cli_env(root, COINLAKE_MAX_FILES_PER_TRIGGER=str(FILES_PER_TRIGGER)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if any(event in line for event in PROGRESS_EVENTS):
+                attempt.marks.append(time.monotonic())
+            attempt.lines.append(line.rstrip("\n"))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        if fraction is None:
+            proc.wait(timeout=FINAL_TIMEOUT_SECONDS)
+        else:
+            arm = attempt.after_batches or 0
+            deadline = time.monotonic() + START_TIMEOUT_SECONDS
+            while len(attempt.marks) <= arm and proc.poll() is None:
+                assert time.monotonic() < deadline, "no progress: " + "\n".join(attempt.lines[-20:])
+                time.sleep(0.05)
+            if proc.poll() is None:
+                per_batch = estimate if estimate is not None else attempt.marks[1] - attempt.marks[0]
+                attempt.delay = fraction * per_batch
+                kill_at = attempt.marks[arm] + attempt.delay
+                try:
+                    proc.wait(timeout=max(0.0, kill_at - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its JVM, at once
+                    attempt.killed = True
+    finally:
+        if proc.poll() is None and not attempt.killed:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=120)
+        reader.join(timeout=30)
+    attempt.returncode = proc.returncode
+    return attempt
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, spark):
+    """The same 24 pages in one batch, never interrupted (tables do not depend on the batching)."""
+    root = tmp_path_factory.mktemp("kills_reference") / "data"
+    layout = Layout.from_root(str(root))
+    write_fixed_bronze(layout, snapshots=PAGES)
+    run = run_cli(*STREAM, data_dir=root, COINLAKE_MAX_FILES_PER_TRIGGER=str(PAGES))
+    assert run.returncode == 0, tail(run)
+    return delta_snapshot(spark, layout), warehouse_snapshot(layout)
+
+
+@pytest.mark.slow
+def test_random_kill_9_then_restart_equals_an_uninterrupted_run(tmp_path: Path, uninterrupted, spark):
+    ref_delta, ref_warehouse = uninterrupted
+    root = tmp_path / "data"
+    layout = Layout.from_root(str(root))
+    write_fixed_bronze(layout, snapshots=PAGES)
+    rng = random.Random(SEED)
+
+    attempts: list[Attempt] = []
+    while sum(a.killed for a in attempts) < KILLS:
+        measured = sorted(x for a in attempts for x in a.batch_seconds)
+        estimate = measured[len(measured) // 2] if measured else None
+        after_first = rng.random() < AFTER_FIRST_BATCH or estimate is None
+        attempt = Attempt(after_batches=1 if after_first else 0)
+        _run_attempt(root, attempt, rng.uniform(*KILL_AFTER_BATCHES), estimate)
+        attempts.append(attempt)
+        if not attempt.killed:
+            break  # finished before its kill moment: nothing left to kill
+        assert attempt.returncode == -signal.SIGKILL, attempt.lines[-20:]
+    final = _run_attempt(root, Attempt(), None, None)
+    attempts.append(final)
+    summary = [
+        (a.after_batches, round(a.delay, 2) if a.delay is not None else None, a.killed, a.batches_done)
+        for a in attempts
+    ]
+    print("attempts (kill after batch, delay s, killed, batches done):", summary)  # shown with -rP
+    assert final.returncode == 0, (summary, final.lines[-30:])
+    assert sum(a.killed for a in attempts) >= KILLS, summary
+    # kills happened inside batches, not only before the first one
+    assert sum(a.batches_done for a in attempts if a.killed) > 0, summary
+    assert sum(a.batches_done for a in attempts) >= BATCHES, summary
+
+    assert diff_snapshots(ref_delta, delta_snapshot(spark, layout)) == [], summary
+    assert diff_snapshots(ref_warehouse, warehouse_snapshot(layout)) == [], summary
+    ledger = ledger_rows(layout)
+    assert sorted(b for _, b in ledger) == list(range(BATCHES)), (ledger, summary)
+    assert len({a for a, _ in ledger}) == 1, ledger
+    meta = (
+        spark.read.format("delta")
+        .load(layout.table("pipeline_metadata"))
+        .filter((F.col("kind") == "stream_batch") & (F.col("status") == "ok"))
+        .groupBy("batch_id")
+        .count()
+        .collect()
+    )
+    assert sorted((r["batch_id"], r["count"]) for r in meta) == [(b, 1) for b in range(BATCHES)], summary
