@@ -60,11 +60,6 @@ def test_ingest_on_broken_bronze_storage_fails_in_one_line_without_files(tmp_pat
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    os.environ.get("COINLAKE_HARNESS") != "full",
-    reason="harness fix not yet re-verified (issue 7 open, see docs/RELIABILITY.md); "
-    "run with COINLAKE_HARNESS=full",
-)
 def test_warehouse_down_for_a_run_then_back_converges(tmp_path: Path, reference, spark):
     import duckdb
 
