@@ -1,9 +1,11 @@
 """The full pipeline on a real multi-executor cluster equals the same pipeline in local mode.
 
 One bronze set (60 simulated coins x 6 polling cycles, plus a file and records that must be
-quarantined) is processed by ``coinlake stream --trigger available-now`` in a subprocess, with the
-warehouse emulator on, once with ``local[2]`` and once with ``local-cluster[2,1,1024]`` (a master,
-two workers and two executor JVMs, each with one core, started by Spark on this machine). Every
+quarantined) is processed by ``coinlake stream --trigger available-now`` with the warehouse
+emulator on: once in local mode, in the test session (``local[2]``, the same settings and code path
+as the CLI, see ``harness.stream_in_process``), and once in a subprocess with
+``local-cluster[2,1,1024]`` (a master, two workers and two executor JVMs, each with one core,
+started by Spark on this machine). Every
 Delta table, the deterministic counts of ``pipeline_metadata`` and every emulator table must be
 equal. So nothing in a batch may depend on state only the driver process has.
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,6 +35,7 @@ from tests.reliability.harness import (
     diff_snapshots,
     ledger_rows,
     run_cli,
+    stream_in_process,
     tail,
     warehouse_snapshot,
 )
@@ -39,7 +43,6 @@ from tests.reliability.harness import (
 pytestmark = pytest.mark.filterwarnings("ignore:Arrow output")
 
 CLUSTER_MASTER = "local-cluster[2,1,1024]"
-LOCAL_MASTER = "local[2]"
 COINS = 60
 SNAPSHOTS = 6
 START = datetime(2026, 3, 2, 23, 40, tzinfo=UTC)  # crosses midnight: two days of gold
@@ -179,8 +182,12 @@ def test_local_cluster_equals_local_mode(spark, tmp_path):
     # The same files, with the same modification times (the stream's file order).
     shutil.copytree(local.bronze_root, cluster.bronze_root)
 
-    local_run = _run_pipeline(local_root, LOCAL_MASTER)
-    assert local_run.returncode == 0, tail(local_run)
+    assert spark.sparkContext.master == "local[2]"
+    started = time.monotonic()
+    stream_in_process(
+        spark, local_root, COINLAKE_WAREHOUSE="emulator", COINLAKE_MAX_FILES_PER_TRIGGER=FILES_PER_TRIGGER
+    )
+    local_seconds = time.monotonic() - started
     events, scratch = tmp_path / "events", tmp_path / "tmp"
     scratch.mkdir()
     cluster_run = _run_pipeline(
@@ -193,7 +200,7 @@ def test_local_cluster_equals_local_mode(spark, tmp_path):
     # The executors' work files (a copy of every jar each) went with the temporary SPARK_HOME.
     assert list(scratch.glob("coinlake-spark-home-*")) == []
     assert not (Path(pyspark.__file__).parent / "work").exists()
-    print(f"\nlocal[2]: {local_run.seconds:.0f}s, {CLUSTER_MASTER}: {cluster_run.seconds:.0f}s")
+    print(f"\nlocal[2] (in process): {local_seconds:.0f}s, {CLUSTER_MASTER}: {cluster_run.seconds:.0f}s")
 
     # The cluster really had two executor JVMs, and every task ran on one of them (none in the driver).
     added, ran = _event_log_executors(events)

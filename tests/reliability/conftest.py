@@ -6,11 +6,9 @@ import pytest
 
 from app.paths import Layout
 from tests.reliability.harness import (
-    STREAM,
     delta_snapshot,
     ledger_rows,
-    run_cli,
-    tail,
+    stream_in_process,
     warehouse_snapshot,
     write_fixed_bronze,
 )
@@ -18,10 +16,9 @@ from tests.reliability.harness import (
 
 @pytest.fixture(scope="session")
 def reference(tmp_path_factory, spark):
-    """``stream`` over the fixed bronze set, uninterrupted: layout, Delta, warehouse and ledger snapshots."""
+    """``stream`` over the fixed bronze set, uninterrupted (in this process): layout, Delta, warehouse and ledger snapshots."""
     root = tmp_path_factory.mktemp("reference") / "data"
     layout = Layout.from_root(str(root))
     write_fixed_bronze(layout)
-    run = run_cli(*STREAM, data_dir=root)
-    assert run.returncode == 0, tail(run)
+    stream_in_process(spark, root)  # the crashed and faulted runs under test are subprocesses
     return layout, delta_snapshot(spark, layout), warehouse_snapshot(layout), ledger_rows(layout)

@@ -134,6 +134,29 @@ def run_cli(
     return CliRun(tuple(args), proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
 
 
+def stream_in_process(spark: Any, data_dir: Path | str, **extra_env: str) -> Any:
+    """``coinlake stream --trigger available-now`` with the harness settings, in this process.
+
+    The same settings as :func:`run_cli` gives a subprocess (:data:`STREAM_ENV` plus ``extra_env``,
+    by field name) and the same :func:`app.stream.run_stream`, on the test session's warm JVM. For
+    runs that are not themselves under test (the uninterrupted references, the restart after a
+    crash or a fault): a fresh JVM costs start-up and JIT warm-up on every run, and what these runs
+    must show (the tables, the ledger) does not depend on the process they ran in.
+
+    Returns:
+        The :class:`app.stream.StreamResult`; every batch must have finished ``ok``.
+    """
+    from app.config import load_settings
+    from app.stream import run_stream
+
+    env = {**STREAM_ENV, **extra_env}
+    overrides = {k[len("COINLAKE_") :].lower(): v for k, v in env.items() if k.startswith("COINLAKE_")}
+    settings = load_settings(**{**overrides, "data_dir": str(data_dir)})
+    result = run_stream(spark, settings, Layout.from_root(str(data_dir)))
+    assert result.batches and all(b.status == "ok" for b in result.batches), result.batches
+    return result
+
+
 def tail(run: CliRun, lines: int = 25) -> str:
     """The end of a run's output, for assertion messages."""
     text = (run.stdout + "\n" + run.stderr).strip().splitlines()

@@ -4,7 +4,9 @@ Each fault runs the real CLI in a subprocess and must end with exit 2 and one li
 ``coinlake: error: ...`` naming the cause, with no Python traceback on standard error. Then the
 fault is removed and the same command re-run: it must complete, leave no temp or partial file,
 and (for the stream) give tables equal to the uninterrupted reference run, with every batch in
-the warehouse ledger once.
+the warehouse ledger once. The stream's runs around the faulted one (batch 0 before it, the
+re-run after it) run in the test process (:func:`harness.stream_in_process`); the ingester's
+are cheap and stay subprocesses.
 
 - Permission denied: the folder is made read-only (0555). The tests run as root here, which
   ignores file modes, so the CLI runs under ``setpriv`` without CAP_DAC_OVERRIDE /
@@ -33,6 +35,7 @@ from tests.reliability.harness import (
     ledger_rows,
     run_cli,
     small_tmpfs,
+    stream_in_process,
     tail,
     traceback_lines,
     unprivileged_prefix,
@@ -131,11 +134,10 @@ def test_ingest_disk_full_then_recovers(tmp_path: Path):
         assert [r["status"] for r in _runs_log(layout)] == ["ok"]  # the full disk could not log
 
 
-def _first_half_then_rest(layout: Layout, root: Path) -> None:
-    """Batch 0 commits normally; the second half of the bronze set waits for the faulty run."""
+def _first_half_then_rest(layout: Layout, root: Path, spark) -> None:
+    """Batch 0 commits normally (in this process); the second half of the bronze set waits for the faulty run."""
     write_fixed_bronze(layout, snapshots=SNAPSHOTS // 2)
-    first = run_cli(*STREAM, data_dir=root)
-    assert first.returncode == 0, tail(first)
+    stream_in_process(spark, root)
     write_fixed_bronze(layout, start=SNAPSHOTS // 2)
 
 
@@ -153,15 +155,14 @@ def test_stream_permission_denied_on_a_delta_table_then_recovers(tmp_path: Path,
     prefix = _prefix()
     root = tmp_path / "data"
     layout = Layout.from_root(str(root))
-    _first_half_then_rest(layout, root)
+    _first_half_then_rest(layout, root, spark)
     gold = Path(layout.table("gold_coin_ohlc"))
     with writes_denied(gold):
         denied = run_cli(*STREAM, data_dir=root, prefix=prefix)
     _assert_one_line_error(denied, "stream stopped by an error", "Permission denied", str(gold))
     assert sorted(b for _, b in ledger_rows(layout)) == [0]  # batch 1 never reached the warehouse
 
-    again = run_cli(*STREAM, data_dir=root, prefix=prefix)
-    assert again.returncode == 0, tail(again)
+    stream_in_process(spark, root)  # the re-run: the fault is gone, the failed batch re-runs
     _assert_equals_reference(layout, reference, spark)
 
 
@@ -171,14 +172,13 @@ def test_stream_disk_full_then_recovers(tmp_path: Path, reference, spark):
     with small_tmpfs(tmp_path / "mnt", "64m") as mnt:
         root = mnt / "data"
         layout = Layout.from_root(str(root))
-        _first_half_then_rest(layout, root)
+        _first_half_then_rest(layout, root, spark)
         filler = fill_filesystem(mnt, leave_bytes=16 * 1024)
         full = run_cli(*STREAM, data_dir=root)
         _assert_one_line_error(full, "stream stopped by an error", "No space left on device")
         filler.unlink()
 
-        again = run_cli(*STREAM, data_dir=root)
-        assert again.returncode == 0, tail(again)
+        stream_in_process(spark, root)  # the re-run: the fault is gone, the failed batch re-runs
         _assert_equals_reference(layout, reference, spark)
         temps = [f for f in _files(Path(layout.bronze_root)) if os.path.basename(f).startswith(".")]
         assert temps == []
