@@ -287,7 +287,12 @@ class SilverBatchHandler:
             .filter(scope_condition(scope))
         )
         obs_df = valid_df.transform(with_observation_columns)
-        plan_df = build_scd2_plan(obs_df, select_tail(silver_df, obs_df), batch_id=batch_id).persist()
+        # The tail is read once and cached: left as a Delta scan inside the plan (two branches, several
+        # windows), Delta re-ran its file filtering for it dozens of times per batch (docs/BENCHMARKS.md).
+        tail_df = select_tail(silver_df, obs_df).persist()
+        cached.append(tail_df)
+        tail_df.count()
+        plan_df = build_scd2_plan(obs_df, tail_df, batch_id=batch_id).persist()
         cached.append(plan_df)
         is_batch = F.col("_origin") == "batch"
         counts = plan_df.agg(
