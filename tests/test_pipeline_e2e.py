@@ -1,6 +1,6 @@
 """End-to-end acceptance: the streaming query with every stage wired (anomalies, gold, warehouse emulator).
 
-(a) the same bronze processed all at once, one file per batch, and in a shuffled arrival order
+(a) the same bronze processed all at once, three files per batch, and in a shuffled arrival order
     (older files landing after newer ones, across restarts on one checkpoint) gives identical
     silver, anomalies and gold; (b) after each run the emulator's tables equal the Delta tables on
     the mirrored columns, also after late data rewrote old silver rows; (c) ``coinlake run``
@@ -130,11 +130,11 @@ def test_all_stages_are_order_independent_and_mirrored(spark, tmp_path):
     assert len(res_a.batches) == 1
     assert_warehouse_equals_delta(spark, layout_a)
 
-    # (b) one file per batch
+    # (b) small batches: three files each (eight batches; the jump and the z-score windows span them)
     layout_b = Layout.from_root(str(tmp_path / "b"))
     _write_snapshots(layout_b, everything)
-    res_b = _run(spark, layout_b, _settings(tmp_path / "b", 1))
-    assert len(res_b.batches) == SNAPSHOTS
+    res_b = _run(spark, layout_b, _settings(tmp_path / "b", 3))
+    assert len(res_b.batches) == SNAPSHOTS // 3
 
     # (c) shuffled: newer files first, older ones land later, across restarts on one checkpoint
     layout_c = Layout.from_root(str(tmp_path / "c"))
