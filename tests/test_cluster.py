@@ -5,9 +5,8 @@ quarantined) is processed by ``coinlake stream --trigger available-now`` with th
 emulator on: once in local mode, in the test session (``local[2]``, the same settings and code path
 as the CLI, see ``harness.stream_in_process``), and once in a subprocess with
 ``local-cluster[2,1,1024]`` (a master, two workers and two executor JVMs, each with one core,
-started by Spark on this machine). Every
-Delta table, the deterministic counts of ``pipeline_metadata`` and every emulator table must be
-equal. So nothing in a batch may depend on state only the driver process has.
+started by Spark on this machine). Every Delta table, the deterministic counts of
+``pipeline_metadata`` and every emulator table must be equal. So nothing in a batch may depend on state only the driver process has.
 
 Evidence that the cluster run really ran on two executors: it writes a Spark event log
 (``spark.eventLog.*`` through ``PYSPARK_SUBMIT_ARGS``, so the command under test is unchanged), which

@@ -151,7 +151,13 @@ def stream_in_process(spark: Any, data_dir: Path | str, **extra_env: str) -> Any
 
     env = {**STREAM_ENV, **extra_env}
     overrides = {k[len("COINLAKE_") :].lower(): v for k, v in env.items() if k.startswith("COINLAKE_")}
-    settings = load_settings(**{**overrides, "data_dir": str(data_dir)})
+    # Like cli_env for a subprocess: no COINLAKE_/SNOWFLAKE_ variable of this process and no .env
+    # file may change these settings (the reference must be the run the subprocesses make).
+    inherited = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith(("COINLAKE_", "SNOWFLAKE_"))}
+    try:
+        settings = load_settings(**overrides, data_dir=str(data_dir), _env_file=None)
+    finally:
+        os.environ.update(inherited)
     result = run_stream(spark, settings, Layout.from_root(str(data_dir)))
     assert result.batches and all(b.status == "ok" for b in result.batches), result.batches
     return result

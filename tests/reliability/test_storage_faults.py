@@ -2,7 +2,7 @@
 
 Each fault runs the real CLI in a subprocess and must end with exit 2 and one line
 ``coinlake: error: ...`` naming the cause, with no Python traceback on standard error. Then the
-fault is removed and the same command re-run: it must complete, leave no temp or partial file,
+fault is removed and the run repeated: it must complete, leave no temp or partial file,
 and (for the stream) give tables equal to the uninterrupted reference run, with every batch in
 the warehouse ledger once. The stream's runs around the faulted one (batch 0 before it, the
 re-run after it) run in the test process (:func:`harness.stream_in_process`); the ingester's
