@@ -138,6 +138,8 @@ class Settings(BaseSettings):
     """Bronze files per micro-batch."""
     bronze_lookback_days: int = Field(default=0, ge=0)
     """Only list bronze date folders this many days back (0: all of them)."""
+    optimize_every_batches: int = Field(default=100, ge=0)
+    """Compact the Delta tables' small files (OPTIMIZE) after every N-th batch (0: never)."""
     zscore_window: int = Field(default=60, ge=2)
     """Anomaly detector: number of previous observations in the window (W)."""
     zscore_min_periods: int = Field(default=20, ge=2)

@@ -80,13 +80,20 @@ def run_ceiling(spark: SparkSession, layout: Layout, *, max_files_per_trigger: i
 
 
 def pipeline_settings(
-    layout: Layout, *, warehouse: str, max_files_per_trigger: int, shuffle_partitions: int
+    layout: Layout,
+    *,
+    warehouse: str,
+    max_files_per_trigger: int,
+    shuffle_partitions: int,
+    optimize_every_batches: int | None = None,
 ) -> Settings:
+    extra = {} if optimize_every_batches is None else {"optimize_every_batches": optimize_every_batches}
     return Settings(
         data_root=layout.root,
         warehouse=warehouse,
         max_files_per_trigger=max_files_per_trigger,
         shuffle_partitions=shuffle_partitions,
+        **extra,
     )
 
 
@@ -176,8 +183,15 @@ def run_steady_state(
     start_run = run_pipeline(spark, layout, per_batch, name="steady start")
     rows_start = silver_rows()
     land(batches, history_snapshots)
+    # The backfill stands in for a long-running stream: it compacts as often, in snapshots, as the
+    # default setting makes a one-snapshot-per-batch stream do (every 100 batches).
+    per_backfill_batch = 50
     big = pipeline_settings(
-        layout, warehouse="none", max_files_per_trigger=pages * 50, shuffle_partitions=shuffle_partitions
+        layout,
+        warehouse="none",
+        max_files_per_trigger=pages * per_backfill_batch,
+        shuffle_partitions=shuffle_partitions,
+        optimize_every_batches=max(1, per_batch.optimize_every_batches // per_backfill_batch),
     )
     backfill = run_pipeline(spark, layout, big, name="backfill")
     land(batches + history_snapshots, batches)

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from chispa import assert_df_equality
+from delta.tables import DeltaTable
 
 from app.config import Settings, load_settings
 from app.paths import STREAM_QUERY_NAME, Layout
@@ -71,10 +72,11 @@ def _write_snapshots(layout: Layout, indexes: list[int]) -> None:
         write_bronze_page(layout.bronze_root, START + i * STEP + timedelta(seconds=20), _snapshot(i))
 
 
-def _settings(root: Path, per_trigger: int) -> Settings:
+def _settings(root: Path, per_trigger: int, optimize_every: int = 0) -> Settings:
     return load_settings(
         data_dir=str(root),
         max_files_per_trigger=per_trigger,
+        optimize_every_batches=optimize_every,
         zscore_window=10,
         zscore_min_periods=5,
         zscore_threshold=3.0,
@@ -136,19 +138,22 @@ def test_all_stages_are_order_independent_and_mirrored(spark, tmp_path):
     res_b = _run(spark, layout_b, _settings(tmp_path / "b", 3))
     assert len(res_b.batches) == SNAPSHOTS // 3
 
-    # (c) shuffled: newer files first, older ones land later, across restarts on one checkpoint
+    # (c) shuffled: newer files first, older ones land later, across restarts on one checkpoint;
+    # compacting every second batch, so late data also rewrites compacted files
     layout_c = Layout.from_root(str(tmp_path / "c"))
-    settings_c = _settings(tmp_path / "c", 4)
+    settings_c = _settings(tmp_path / "c", 4, optimize_every=2)
     order = everything[:]
     random.Random(5).shuffle(order)
     late_first = sorted(order[: SNAPSHOTS // 2], reverse=True)
     runs = [late_first, order[SNAPSHOTS // 2 : 3 * SNAPSHOTS // 4], order[3 * SNAPSHOTS // 4 :]]
     assert min(runs[0]) < max(runs[1])  # older than already processed data arrives later
     query_ids = set()
+    batches_c = []
     for n, indexes in enumerate(runs):
         _write_snapshots(layout_c, indexes)
         res = _run(spark, layout_c, settings_c)
         query_ids.add(res.query_id)
+        batches_c.extend(res.batches)
         assert sum(b.files for b in res.batches) == len(indexes)
         # (b) the warehouse follows every run, including late data that rewrote old silver rows
         assert_warehouse_equals_delta(spark, layout_c)
@@ -156,6 +161,11 @@ def test_all_stages_are_order_independent_and_mirrored(spark, tmp_path):
             changed = sum(b.details["silver"]["upserts"] for b in res.batches)
             assert changed > 0
     assert len(query_ids) == 1
+    compactions = [b.details["optimize"] for b in batches_c if "optimize" in b.details]
+    assert [b.batch_id for b in batches_c if "optimize" in b.details] == [1, 3, 5]
+    assert all("errors" not in c and c["tables"] == 6 for c in compactions), compactions
+    operations = DeltaTable.forPath(spark, layout_c.table("silver_crypto_clean")).history().collect()
+    assert "OPTIMIZE" in {r["operation"] for r in operations}
 
     anomalies = _table(spark, layout_a, "crypto_anomalies").collect()
     assert any(r["coin_id"] == "bitcoin" and r["metric"] == "price_return" for r in anomalies), anomalies

@@ -72,3 +72,25 @@ def test_jar_manifest_roundtrip_and_stale_files(monkeypatch, tmp_path):
     assert spark_mod._cached_jars("io.delta:other:1") == []
     jar_b.unlink()  # a cleaned Ivy cache makes the manifest stale: resolve again
     assert spark_mod._cached_jars("io.delta:x:1") == []
+
+
+def test_resolved_jars_that_spark_ships_are_not_shipped_again(tmp_path):
+    spark_jars = tmp_path / "spark_jars"
+    spark_jars.mkdir()
+    for name in ("jackson-core-2.21.2.jar", "parquet-hadoop-1.17.0.jar", "zstd-jni-1.5.7-7.jar"):
+        (spark_jars / name).write_bytes(b"")
+    resolved = [
+        "/ivy/io.delta_delta-spark_4.2_2.13-4.4.0.jar",
+        "/ivy/io.delta_delta-storage-4.4.0.jar",
+        "/ivy/com.fasterxml.jackson.core_jackson-core-2.13.5.jar",
+        "/ivy/org.apache.parquet_parquet-hadoop-1.16.0.jar",
+        "/ivy/com.github.luben_zstd-jni-1.5.7-3.jar",
+        "/ivy/org.locationtech.jts_jts-core-1.20.0.jar",
+    ]
+    assert spark_mod.without_spark_provided(resolved, str(spark_jars)) == [
+        "/ivy/io.delta_delta-spark_4.2_2.13-4.4.0.jar",
+        "/ivy/io.delta_delta-storage-4.4.0.jar",
+        "/ivy/org.locationtech.jts_jts-core-1.20.0.jar",
+    ]
+    # without Spark's jar folder nothing is dropped
+    assert spark_mod.without_spark_provided(resolved, str(tmp_path / "missing")) == resolved

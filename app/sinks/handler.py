@@ -3,7 +3,8 @@
 Body: a transform chain (parse, rule checks), the quality split, then the writes, each Delta table
 committed at most once per batch with ``(app_id, batch_id)`` as its transaction id
 (docs/DESIGN.md, section 3). After the silver MERGE it builds the touched set and runs the
-``stages`` (anomalies, gold, warehouse) in order with a :class:`~app.sinks.context.BatchContext`.
+``stages`` (anomalies, gold, warehouse) in order with a :class:`~app.sinks.context.BatchContext`,
+and every ``optimize_every_batches`` batches compacts the tables (:mod:`app.sinks.compaction`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pyspark.sql import functions as F
 from app.errors import PipelineError
 from app.faults import crash_point
 from app.logs import log_event
+from app.paths import TABLE_NAMES
 from app.quality.derived import with_derived_columns, with_row_hash
 from app.quality.expectations import (
     Rule,
@@ -33,6 +35,7 @@ from app.quality.expectations import (
     with_rule_checks,
 )
 from app.quality.parsing import parse_bronze
+from app.sinks.compaction import compact_tables, compaction_due
 from app.sinks.context import BatchContext, Stage
 from app.sinks.delta_io import app_id_for, read_checkpoint_query_id
 from app.sinks.metadata import BatchMetadata, write_metadata
@@ -265,6 +268,10 @@ class SilverBatchHandler:
                 stage_counts[name] = dict(stage(ctx) or {})
         if stage_counts:
             meta.details["stages"] = stage_counts
+        if compaction_due(batch_id, self.settings.optimize_every_batches):
+            with _timed(meta, "optimize"):
+                tables = [self.layout.table(name) for name in TABLE_NAMES]
+                meta.details["optimize"] = compact_tables(spark, tables, batch_id=batch_id)
 
     def _merge_silver(
         self,

@@ -75,7 +75,7 @@ def write_metadata(spark: SparkSession, meta: BatchMetadata, path: str, *, idemp
     commit its own row.
     """
     row = meta.as_row()
-    df = spark.createDataFrame([tuple(row.values())], METADATA_DDL)
+    df = spark.createDataFrame([tuple(row.values())], METADATA_DDL).coalesce(1)  # one file, not one per core
     if idempotent:
         append_idempotent(df, path, meta.app_id, meta.batch_id)
     else:
