@@ -191,7 +191,11 @@ def run_steady_state(
         warehouse="none",
         max_files_per_trigger=pages * per_backfill_batch,
         shuffle_partitions=shuffle_partitions,
-        optimize_every_batches=max(1, per_batch.optimize_every_batches // per_backfill_batch),
+        optimize_every_batches=(
+            max(1, per_batch.optimize_every_batches // per_backfill_batch)
+            if per_batch.optimize_every_batches
+            else 0
+        ),
     )
     backfill = run_pipeline(spark, layout, big, name="backfill")
     land(batches + history_snapshots, batches)

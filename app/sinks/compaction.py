@@ -10,12 +10,13 @@ tail read (``valid_to IS NULL OR valid_to >= t``) cannot skip it.
 Every ``optimize_every_batches`` batches the handler bin-packs the small files of each table
 (:func:`compact_tables`):
 
-* incremental: only files smaller than :data:`MIN_FILE_BYTES` (or with deleted rows) are rewritten,
-  into files of at most :data:`MAX_FILE_BYTES`; a full file is never rewritten again, so the cost
-  of a run is bounded by what the last period wrote, not by the table's history;
+* incremental: only files smaller than :data:`MIN_FILE_BYTES` (or whose deleted rows pass Delta's
+  ``optimize.maxDeletedRowsRatio``) are rewritten, into files of at most :data:`MAX_FILE_BYTES`; a
+  full file without deletions is not rewritten again, so the cost of a run is bounded by what the
+  last period wrote, not by the table's history;
 * it purges deletion vectors and writes fresh statistics: a compacted silver file whose rows are
-  all closed has no NULL ``valid_to`` any more, and its ``valid_to`` range lets the tail read skip
-  it;
+  all closed has no NULL ``valid_to`` any more, so its ``valid_to`` range lets the tail read skip it
+  (the file that also holds the current rows is still read);
 * it changes no row: ``OPTIMIZE`` is a ``dataChange = false`` commit, so readers, the stream's
   idempotence (``txnAppId``, which it does not touch) and a re-run of the batch are unaffected.
 
