@@ -56,6 +56,12 @@ cmd="${1:-help}"
 case "$cmd" in
   setup) setup ;;
   demo) setup; exec "$VENV/bin/coinlake" demo "$@" ;;
-  test) setup; ensure_chromium; exec "$VENV/bin/python" -m pytest "$@" ;;
+  test)
+    setup; ensure_chromium
+    # Resolve the Delta jars once before the workers start (they would race on the Ivy cache).
+    "$VENV/bin/python" -c 'from app.spark import resolve_jars; resolve_jars()'
+    # Two workers, one test file each at a time (module fixtures stay in one process);
+    # COINLAKE_TEST_WORKERS=0 (or passing -n 0) runs everything in this process.
+    exec "$VENV/bin/python" -m pytest -n "${COINLAKE_TEST_WORKERS:-2}" --dist loadfile "$@" ;;
   *) sed -n '2,7p' "$0"; exit 2 ;;
 esac

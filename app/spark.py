@@ -122,7 +122,10 @@ def build_spark(
         "spark.driver.memory": os.environ.get("COINLAKE_DRIVER_MEMORY", "4g"),
         "spark.driver.extraJavaOptions": java_opts,
         "spark.executor.extraJavaOptions": java_opts,
-        "spark.sql.adaptive.enabled": "true",
+        # Adaptive execution re-plans each shuffle stage as its own job: on local[N] with a few
+        # shuffle partitions there is nothing to coalesce, and a batch ran twice the jobs and ~10%
+        # slower with it on (docs/BENCHMARKS.md). Databricks keeps its own setting (session reused).
+        "spark.sql.adaptive.enabled": "false",
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.databricks.delta.properties.defaults.enableDeletionVectors": "true",
         "spark.sql.streaming.fileSource.cleaner.numThreads": "1",
@@ -154,6 +157,18 @@ def build_spark(
     if not cached_jars and "spark.jars.packages" in conf:
         _remember_jars(coordinate, spark.sparkContext.getConf().get("spark.jars", ""))
     return spark
+
+
+def resolve_jars() -> bool:
+    """Resolve the Delta jars once (start and stop a one-core session) unless an earlier start did.
+
+    ``./dev.sh test`` calls it before starting parallel test workers, which would otherwise all
+    resolve into the same Ivy cache at once on a fresh machine. Returns True when it resolved.
+    """
+    if _cached_jars(delta_maven_coordinate()):
+        return False
+    build_spark(app_name="coinlake-resolve-jars", master="local[1]", shuffle_partitions=1).stop()
+    return True
 
 
 def _jar_manifest(coordinate: str) -> str:

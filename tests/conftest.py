@@ -20,7 +20,7 @@ def spark():
         master="local[2]",
         shuffle_partitions=2,
         ui=False,
-        extra_conf={"spark.driver.memory": "3g", "spark.sql.adaptive.enabled": "false"},
+        extra_conf={"spark.driver.memory": "3g"},
     )
     yield session
     session.stop()
@@ -38,3 +38,13 @@ def simulator():
     handle = start_simulator(port=0, coins=50, seed=42)
     yield handle
     handle.stop()
+
+
+def pytest_collection_modifyitems(items):
+    """Run the files that hold ``slow`` tests first, each file's tests still together and in order.
+
+    With parallel workers (``./dev.sh test``) the long files then start early instead of leaving one
+    worker busy alone at the end; module-scoped fixtures are still set up once per file.
+    """
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)

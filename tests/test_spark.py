@@ -94,3 +94,34 @@ def test_resolved_jars_that_spark_ships_are_not_shipped_again(tmp_path):
     ]
     # without Spark's jar folder nothing is dropped
     assert spark_mod.without_spark_provided(resolved, str(tmp_path / "missing")) == resolved
+
+
+class _FakeSession:
+    stopped = False
+
+    def stop(self):
+        self.stopped = True
+
+
+def test_resolve_jars_starts_spark_only_without_a_manifest(monkeypatch, tmp_path):
+    monkeypatch.setenv("COINLAKE_CACHE_DIR", str(tmp_path / "cache"))
+    started: list[dict] = []
+    session = _FakeSession()
+
+    def fake_build(**kwargs):
+        started.append(kwargs)
+        return session
+
+    monkeypatch.setattr(spark_mod, "build_spark", fake_build)
+    assert spark_mod.resolve_jars() is True
+    assert [s["master"] for s in started] == ["local[1]"] and session.stopped
+    jar = tmp_path / "delta.jar"
+    jar.write_bytes(b"x")
+    spark_mod._remember_jars(spark_mod.delta_maven_coordinate(), f"file://{jar}")
+    assert spark_mod.resolve_jars() is False
+    assert len(started) == 1  # resolved before: no second start
+
+
+def test_local_sessions_run_without_adaptive_execution(spark):
+    # measured: on local[N] with few shuffle partitions AQE doubled the jobs per batch (BENCHMARKS.md)
+    assert spark.conf.get("spark.sql.adaptive.enabled") == "false"
