@@ -53,8 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--history-snapshots",
         type=int,
-        default=1000,
-        help="steady state: backfilled snapshots between phases",
+        default=1200,
+        help="steady state: backfilled snapshots between phases (1,000 gave 914k silver rows, as "
+        "unchanged snapshots collapse; at that rate 1,200 give about 1.1M, past the 1M asked for)",
     )
     p.add_argument("--ingest-coins", type=int, default=10_000, help="ingest: universe size")
     p.add_argument("--master", default="local[2]", help="Spark master")

@@ -160,8 +160,9 @@ def run_steady_state(
     """One snapshot of ``coins`` coins per batch, ``batches`` times, then a backfill, then again.
 
     Phase 1 measures ``batches`` batches on an empty lakehouse; phase 2 lands ``history_snapshots``
-    more snapshots and runs them through the same pipeline in large batches (silver grows to about
-    ``coins * history_snapshots`` versions); phase 3 measures ``batches`` batches on top of that
+    more snapshots and runs them through the same pipeline in large batches (silver grows by a little
+    under ``coins * history_snapshots`` versions: 914k for 1,000 × 1,000, as unchanged snapshots
+    collapse); phase 3 measures ``batches`` batches on top of that
     history. The snapshots continue one market in time order, as a live stream would see them.
     """
     shutil.rmtree(root, ignore_errors=True)
