@@ -60,8 +60,10 @@ case "$cmd" in
     setup; ensure_chromium
     # Resolve the Delta jars once before the workers start (they would race on the Ivy cache).
     "$VENV/bin/python" -c 'from app.spark import resolve_jars; resolve_jars()'
-    # Two workers, one test file each at a time (module fixtures stay in one process);
-    # COINLAKE_TEST_WORKERS=0 (or passing -n 0) runs everything in this process.
-    exec "$VENV/bin/python" -m pytest -n "${COINLAKE_TEST_WORKERS:-2}" --dist loadfile "$@" ;;
+    # Two workers, one test file each at a time (module fixtures stay in one process), files
+    # handed out in collection order (tests/conftest.py puts the slow ones first) instead of
+    # largest-first; COINLAKE_TEST_WORKERS=0 (or passing -n 0) runs everything in this process.
+    exec "$VENV/bin/python" -m pytest -n "${COINLAKE_TEST_WORKERS:-2}" --dist loadfile \
+      --no-loadscope-reorder "$@" ;;
   *) sed -n '2,7p' "$0"; exit 2 ;;
 esac
