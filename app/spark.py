@@ -123,7 +123,7 @@ def build_spark(
         "spark.driver.extraJavaOptions": java_opts,
         "spark.executor.extraJavaOptions": java_opts,
         # Adaptive execution re-plans each shuffle stage as its own job: on local[N] with a few
-        # shuffle partitions there is nothing to coalesce, and a batch ran twice the jobs and ~10%
+        # shuffle partitions there is nothing to coalesce, and a batch ran twice the jobs and up to 10%
         # slower with it on (docs/BENCHMARKS.md). Databricks keeps its own setting (session reused).
         "spark.sql.adaptive.enabled": "false",
         "spark.databricks.delta.snapshotPartitions": "2",
