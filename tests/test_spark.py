@@ -122,6 +122,12 @@ def test_resolve_jars_starts_spark_only_without_a_manifest(monkeypatch, tmp_path
     assert len(started) == 1  # resolved before: no second start
 
 
-def test_local_sessions_run_without_adaptive_execution(spark):
-    # measured: on local[N] with few shuffle partitions AQE doubled the jobs per batch (BENCHMARKS.md)
-    assert spark.conf.get("spark.sql.adaptive.enabled") == "false"
+def test_build_spark_turns_adaptive_execution_off(spark):
+    # measured: on local[N] with few shuffle partitions AQE doubled the jobs per batch (BENCHMARKS.md).
+    # Turn it on in the running session; build_spark's options are applied to the session it returns.
+    spark.conf.set("spark.sql.adaptive.enabled", "true")
+    try:
+        session = spark_mod.build_spark(app_name="coinlake-tests", master="local[2]", shuffle_partitions=2)
+        assert session.conf.get("spark.sql.adaptive.enabled") == "false"
+    finally:
+        spark.conf.set("spark.sql.adaptive.enabled", "false")
