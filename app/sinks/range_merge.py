@@ -100,7 +100,7 @@ def merge_staged(
     target_filter: str,
     app_id: str,
     batch_id: int,
-) -> None:
+) -> dict[str, int]:
     """Apply a staged diff to the Delta table at ``path`` in one MERGE, idempotent per batch.
 
     Args:
@@ -114,12 +114,16 @@ def merge_staged(
             skipping); ``TRUE`` when there is no bound.
         app_id: the stream's idempotence id.
         batch_id: the micro-batch id.
+
+    Returns:
+        ``{'insert': n, 'update': n, 'delete': n}``: the rows the MERGE changed, from its own
+        metrics (all 0 when Delta skipped it because this batch had committed it already).
     """
     from delta.tables import DeltaTable
 
     on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
     with delta_txn(spark, app_id, batch_id):
-        (
+        result_df = (
             DeltaTable.forPath(spark, path)
             .alias("t")
             .merge(staged_df.alias("s"), f"({target_filter}) AND {on}")
@@ -128,3 +132,11 @@ def merge_staged(
             .whenNotMatchedInsert(condition="s._action = 'insert'", values={c: f"s.`{c}`" for c in columns})
             .execute()
         )
+    row = result_df.first()
+    if row is None:
+        return dict.fromkeys(ACTIONS, 0)
+    return {
+        "insert": int(row["num_inserted_rows"]),
+        "update": int(row["num_updated_rows"]),
+        "delete": int(row["num_deleted_rows"]),
+    }
