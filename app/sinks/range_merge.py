@@ -82,13 +82,6 @@ def stage_replacement(
     )
 
 
-def count_actions(staged_df: DataFrame) -> dict[str, int]:
-    """``{'insert': n, 'update': n, 'delete': n}`` of a staged diff, in one job."""
-    row = staged_df.agg(*[F.count(F.when(F.col("_action") == a, 1)).alias(a) for a in ACTIONS]).first()
-    assert row is not None
-    return {a: int(row[a]) for a in ACTIONS}
-
-
 def merge_staged(
     spark: SparkSession,
     path: str,
