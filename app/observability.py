@@ -119,6 +119,7 @@ class ProgressRecorder(StreamingQueryListener):
         self._buffer: dict[tuple[str, int], dict[str, Any]] = {}
         self._last_flush = time.monotonic()
         self.written = 0
+        self._ensured: set[str] = set()  # metadata tables checked by this recorder (once each)
 
     # --- listener callbacks: run on the py4j callback thread; no Spark calls here ---
     def onQueryStarted(self, event: Any) -> None:  # noqa: N802 (PySpark's name)
@@ -174,7 +175,9 @@ class ProgressRecorder(StreamingQueryListener):
         path = layout.table("pipeline_metadata")
         try:
             with _TXN_LOCK:
-                ensure_table(spark, "pipeline_metadata", path)
+                if path not in self._ensured:
+                    ensure_table(spark, "pipeline_metadata", path)
+                    self._ensured.add(path)
                 metadata_df = spark.createDataFrame(rows, METADATA_DDL)
                 metadata_df.write.format("delta").mode("append").save(path)
         except Exception:

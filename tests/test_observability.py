@@ -85,3 +85,25 @@ def test_recording_progress_writes_rows_for_a_real_stream(spark, tmp_path):
     assert [r["records_read"] for r in rows] == [2, 2, 2]
     assert all(r["durations_ms"]["triggerExecution"] >= 0 for r in rows)
     assert recorder.pending() == []
+
+
+def test_flush_checks_the_metadata_table_once_and_appends_every_time(spark, tmp_path, monkeypatch):
+    import app.tables
+
+    layout = Layout.from_root(str(tmp_path / "root"))
+    checks = []
+    real_ensure = app.tables.ensure_table
+
+    def counting_ensure(spark_, name, path):
+        checks.append(name)
+        real_ensure(spark_, name, path)
+
+    monkeypatch.setattr(app.tables, "ensure_table", counting_ensure)
+    recorder = ProgressRecorder(run_id="run-a")
+    for batch_id in (0, 1):
+        recorder.onQueryProgress(SimpleNamespace(progress=_fake_progress(batch_id, 5)))
+        assert recorder.flush(spark, layout) == 1
+
+    rows = spark.read.format("delta").load(layout.table("pipeline_metadata")).collect()
+    assert sorted(r["batch_id"] for r in rows) == [0, 1]
+    assert checks == ["pipeline_metadata"]  # describing the table on every flush was wasted work
