@@ -175,8 +175,7 @@ class SilverBatchHandler:
                 raise BatchFailedError(meta.error_message[:MAX_RAISED_MESSAGE]) from exc
             raise
         finally:
-            for df in cached:
-                df.unpersist()
+            release(cached)
         self.results.append(meta)
         log_event(
             logger,
@@ -332,6 +331,20 @@ class SilverBatchHandler:
         touched_df = build_touched(plan_df).persist()
         cached.append(touched_df)
         return touched_df
+
+
+def release(cached: Sequence[DataFrame]) -> None:
+    """Unpersist ``cached`` (in the order they were persisted) newest first.
+
+    Unpersisting a cached DataFrame makes Spark re-plan every cached DataFrame built on it whose
+    data is not loaded yet, and re-planning a Delta scan runs Spark jobs (its file filtering). The
+    batch's caches are a chain (checked rows -> silver tail -> SCD2 plan -> touched set), and the
+    touched set is never loaded when no stage reads it: released oldest first, that re-planning
+    cost 8 Spark jobs and ~3 s per batch (docs/BENCHMARKS.md). Newest first nothing depends on
+    what is released.
+    """
+    for df in reversed(cached):
+        df.unpersist()
 
 
 @contextmanager

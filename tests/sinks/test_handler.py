@@ -125,3 +125,28 @@ def test_handler_truncates_a_huge_error_before_it_crosses_into_the_stream(spark,
     handler = SilverBatchHandler(layout=layout, settings=settings, app_id="test-app", stages=[quiet])
     with pytest.raises(RuntimeError, match="^short$"):
         handler.process(read_bronze_files(spark, files), 1)
+
+
+def _jobs_run(spark) -> int:
+    return spark.sparkContext._jsc.sc().statusStore().jobsList(None).size()
+
+
+def test_release_runs_no_spark_job_when_a_dependent_cache_was_never_loaded(spark, tmp_path):
+    from pyspark.sql import functions as F
+
+    from app.sinks.handler import release
+
+    path = str(tmp_path / "t")
+    spark.range(100).withColumn("k", F.col("id") % 7).write.format("delta").save(path)
+    loaded_df = spark.read.format("delta").load(path).filter("id > 3").persist()
+    loaded_df.count()
+    counted_df = loaded_df.groupBy("k").count().persist()  # like the touched set: never loaded
+    filtered_df = counted_df.filter("count > 1").persist()
+    chain = [loaded_df, counted_df, filtered_df]
+
+    before = _jobs_run(spark)
+    release(chain)
+
+    # Oldest first, Spark re-plans the unloaded dependents over the Delta scan (6 jobs measured).
+    assert _jobs_run(spark) == before
+    assert not any(df.storageLevel.useMemory or df.storageLevel.useDisk for df in chain)
