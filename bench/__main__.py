@@ -3,9 +3,11 @@
 Sections, all in one process and one SparkSession:
 
 * throughput: (a) the bare-stream ceiling, (b) the full pipeline without warehouse, (c) with the
-  warehouse emulator, over copies of the same generated bronze; ratios b/a and c/a;
+  warehouse emulator, and (s) the silver floor (no stage after silver), over copies of the same
+  generated bronze; ratios b/a and c/a, and s/a for reference;
 * steady state: one snapshot of ``--steady-coins`` coins per batch on an empty lakehouse, a
-  backfill to a large silver history, then the same batches again: p50/p95 and end/start;
+  backfill to a large silver history, then the same batches again: p50/p95 and end/start; and the
+  silver floor's p50 over the start phase's snapshots;
 * warehouse: SQL statements and round trips per batch for 10, 1,000 and 10,000 changed rows;
 * ingest: API calls per cycle for 10,000 coins and the 429s our own client caused.
 
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         import shutil
 
         from app.paths import Layout
-        from bench.spark_runs import copy_bronze, pipeline_settings, run_ceiling, run_pipeline
+        from bench.spark_runs import SILVER_ALONE, copy_bronze, pipeline_settings, run_ceiling, run_pipeline
         from bench.workload import generate
 
         src = Layout.from_root(os.path.join(work, "workload"))
@@ -136,27 +138,40 @@ def main(argv: list[str] | None = None) -> int:
             ),
             name="c: full pipeline + warehouse emulator",
         )
-        for r in (a, b, c):
+        ls = copy_bronze(src, os.path.join(work, "s"))
+        floor = run_pipeline(
+            spark,
+            ls,
+            pipeline_settings(
+                ls, warehouse="none", max_files_per_trigger=mfpt, shuffle_partitions=args.shuffle_partitions
+            ),
+            name="s: silver floor (no stage after silver)",
+            stages=SILVER_ALONE,
+        )
+        for r in (a, b, c, floor):
             if r.records != workload.records:
                 raise SystemExit(
                     f"bench: {r.name} read {r.records} records, the workload has {workload.records}"
                 )
         ba, ca = b.records_per_second / a.records_per_second, c.records_per_second / a.records_per_second
+        sa = floor.records_per_second / a.records_per_second
         results["throughput"] = {
             "workload": asdict(workload),
-            "runs": [dict(asdict(r), records_per_second=r.records_per_second) for r in (a, b, c)],
+            "runs": [dict(asdict(r), records_per_second=r.records_per_second) for r in (a, b, c, floor)],
             "b_over_a": ba,
             "c_over_a": ca,
+            "s_over_a": sa,
         }
         lines.append(
             f"Throughput: {workload.coins} coins x {workload.snapshots} snapshots = {workload.records:,} records, {mfpt} files/batch"
         )
-        for r in (a, b, c):
+        for r in (a, b, c, floor):
             lines.append(
                 f"  {r.name:<40} {r.seconds:8.1f} s  {r.records_per_second:9.1f} rec/s  {len(r.batch_seconds)} batches"
             )
         checks.append(Check("throughput b/a", ba, f">= {TARGET_B_OVER_A}", ba >= TARGET_B_OVER_A))
         checks.append(Check("throughput c/a (reported)", ca, "-", True))
+        checks.append(Check("throughput s/a, silver floor (reported)", sa, "-", True))
 
     if "steady" in sections:
         from bench.spark_runs import run_steady_state
@@ -176,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             p50_end=steady.p50_end,
             p95_end=steady.p95_end,
             end_over_start=steady.ratio,
+            p50_floor=steady.p50_floor,
         )
         lines.append(
             f"Steady state: {steady.coins} coins/batch; silver {steady.silver_rows_start:,} -> {steady.silver_rows_end:,} rows "
@@ -185,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(
             f"  end   p50 {steady.p50_end:6.2f} s  p95 {steady.p95_end:6.2f} s  end/start {steady.ratio:.2f}"
         )
+        lines.append(f"  silver floor (start snapshots, no stage after silver) p50 {steady.p50_floor:6.2f} s")
         checks.append(
             Check(
                 "steady p50 start (s)",
@@ -201,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                 steady.p50_end <= TARGET_P50_SECONDS,
             )
         )
+        checks.append(Check("steady p50 silver floor (reported)", steady.p50_floor, "-", True))
         checks.append(
             Check(
                 "steady end/start",

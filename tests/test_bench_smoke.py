@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 
+from app.paths import Layout
 from bench.__main__ import main
 
 
@@ -22,14 +24,22 @@ def test_bench_smoke_runs_every_section(spark, tmp_path):
 
     runs = res["throughput"]["runs"]
     workload = res["throughput"]["workload"]
-    assert [r["records"] for r in runs] == [workload["records"]] * 3 == [20 * 2] * 3
+    assert [r["name"][0] for r in runs] == ["a", "b", "c", "s"]
+    assert [r["records"] for r in runs] == [workload["records"]] * 4 == [20 * 2] * 4
     assert all(r["records_per_second"] > 0 for r in runs)
-    assert res["throughput"]["b_over_a"] > 0
+    assert res["throughput"]["b_over_a"] > 0 and res["throughput"]["s_over_a"] > 0
+    # the floor ran silver and nothing after it; the full pipeline ran every stage
+    floor, full = (Layout.from_root(str(tmp_path / "work" / run)) for run in ("s", "b"))
+    for name in ("silver_crypto_clean", "pipeline_metadata"):
+        assert os.path.isdir(floor.table(name)) and os.path.isdir(full.table(name))
+    for name in ("crypto_anomalies", "gold_crypto_metrics", "gold_coin_ohlc"):
+        assert not os.path.isdir(floor.table(name)) and os.path.isdir(full.table(name))
 
     steady = res["steady"]
     assert len(steady["start_batches"]) == len(steady["end_batches"]) == 1
     assert steady["silver_rows_end"] > steady["silver_rows_start"] > 0
     assert not math.isnan(steady["end_over_start"])
+    assert len(steady["floor_batches"]) == 1 and steady["p50_floor"] > 0
 
     wh = res["warehouse"]
     assert [w["rows"] for w in wh] == [10, 1_000, 10_000]
@@ -41,6 +51,7 @@ def test_bench_smoke_runs_every_section(spark, tmp_path):
 
     names = {c["name"] for c in res["checks"]}
     assert {"throughput b/a", "steady end/start", "warehouse statements constant"} <= names
+    assert {"throughput s/a, silver floor (reported)", "steady p50 silver floor (reported)"} <= names
 
 
 def test_bench_exits_nonzero_when_a_target_is_missed(tmp_path, monkeypatch):
