@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         checks.append(Check("throughput b/a", ba, f">= {TARGET_B_OVER_A}", ba >= TARGET_B_OVER_A))
         checks.append(Check("throughput c/a (reported)", ca, "-", True))
-        checks.append(Check("throughput s/a, silver floor (reported)", sa, "-", True))
+        checks.append(Check("throughput s/a floor (reported)", sa, "-", True))
 
     if "steady" in sections:
         from bench.spark_runs import run_steady_state
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                 steady.p50_end <= TARGET_P50_SECONDS,
             )
         )
-        checks.append(Check("steady p50 silver floor (reported)", steady.p50_floor, "-", True))
+        checks.append(Check("steady p50 floor (reported)", steady.p50_floor, "-", True))
         checks.append(
             Check(
                 "steady end/start",
