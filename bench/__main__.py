@@ -117,37 +117,20 @@ def main(argv: list[str] | None = None) -> int:
         workload = generate(src, coins=args.coins, snapshots=args.snapshots)
         mfpt = args.max_files_per_trigger
         a = run_ceiling(spark, copy_bronze(src, os.path.join(work, "a")), max_files_per_trigger=mfpt)
-        lb = copy_bronze(src, os.path.join(work, "b"))
-        b = run_pipeline(
-            spark,
-            lb,
-            pipeline_settings(
-                lb, warehouse="none", max_files_per_trigger=mfpt, shuffle_partitions=args.shuffle_partitions
-            ),
-            name="b: full pipeline, no warehouse",
-        )
-        lc = copy_bronze(src, os.path.join(work, "c"))
-        c = run_pipeline(
-            spark,
-            lc,
-            pipeline_settings(
-                lc,
-                warehouse="emulator",
+
+        def over_copy(run: str, name: str, warehouse: str, stages=None):  # type: ignore[no-untyped-def]
+            layout = copy_bronze(src, os.path.join(work, run))
+            settings = pipeline_settings(
+                layout,
+                warehouse=warehouse,
                 max_files_per_trigger=mfpt,
                 shuffle_partitions=args.shuffle_partitions,
-            ),
-            name="c: full pipeline + warehouse emulator",
-        )
-        ls = copy_bronze(src, os.path.join(work, "s"))
-        floor = run_pipeline(
-            spark,
-            ls,
-            pipeline_settings(
-                ls, warehouse="none", max_files_per_trigger=mfpt, shuffle_partitions=args.shuffle_partitions
-            ),
-            name="s: silver floor (no stage after silver)",
-            stages=SILVER_ALONE,
-        )
+            )
+            return run_pipeline(spark, layout, settings, name=name, stages=stages)
+
+        b = over_copy("b", "b: full pipeline, no warehouse", "none")
+        c = over_copy("c", "c: full pipeline + warehouse emulator", "emulator")
+        floor = over_copy("s", "s: silver floor (no stage after silver)", "none", SILVER_ALONE)
         for r in (a, b, c, floor):
             if r.records != workload.records:
                 raise SystemExit(
