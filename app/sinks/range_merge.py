@@ -112,19 +112,58 @@ def merge_staged(
         ``{'insert': n, 'update': n, 'delete': n}``: the rows the MERGE changed, from its own
         metrics (all 0 when Delta skipped it because this batch had committed it already).
     """
+    with delta_txn(spark, app_id, batch_id):
+        return apply_staged(
+            spark,
+            path,
+            staged_df,
+            keys,
+            columns=columns,
+            update_columns=update_columns,
+            target_filter=target_filter,
+        )
+
+
+def apply_staged(
+    spark: SparkSession,
+    path: str,
+    staged_df: DataFrame,
+    keys: Sequence[str],
+    *,
+    columns: Sequence[str],
+    update_columns: Sequence[str],
+    target_filter: str = "TRUE",
+) -> dict[str, int]:
+    """Apply a staged diff to the Delta table at ``path`` in one plain MERGE (no batch idempotence).
+
+    :func:`merge_staged` runs this inside the stream's ``txnAppId``/``txnVersion``; an offline
+    caller with no batch id (``coinlake verify --repair``) calls it directly and gets its
+    idempotence from the diff instead: an empty diff must not be merged at all.
+
+    Args:
+        spark: the session.
+        path: the target table.
+        staged_df: :func:`stage_replacement` output.
+        keys: key columns (matched null-safely).
+        columns: the columns an insert writes.
+        update_columns: the columns an update sets.
+        target_filter: SQL over the target alias ``t`` holding every staged row's target.
+
+    Returns:
+        ``{'insert': n, 'update': n, 'delete': n}`` from the MERGE's own metrics.
+    """
     from delta.tables import DeltaTable
 
     on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
-    with delta_txn(spark, app_id, batch_id):
-        result_df = (
-            DeltaTable.forPath(spark, path)
-            .alias("t")
-            .merge(staged_df.alias("s"), f"({target_filter}) AND {on}")
-            .whenMatchedDelete(condition="s._action = 'delete'")
-            .whenMatchedUpdate(condition="s._action = 'update'", set={c: f"s.`{c}`" for c in update_columns})
-            .whenNotMatchedInsert(condition="s._action = 'insert'", values={c: f"s.`{c}`" for c in columns})
-            .execute()
-        )
+    result_df = (
+        DeltaTable.forPath(spark, path)
+        .alias("t")
+        .merge(staged_df.alias("s"), f"({target_filter}) AND {on}")
+        .whenMatchedDelete(condition="s._action = 'delete'")
+        .whenMatchedUpdate(condition="s._action = 'update'", set={c: f"s.`{c}`" for c in update_columns})
+        .whenNotMatchedInsert(condition="s._action = 'insert'", values={c: f"s.`{c}`" for c in columns})
+        .execute()
+    )
     row = result_df.first()
     if row is None:
         return dict.fromkeys(ACTIONS, 0)
