@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "stream",
     "run",
     "replay",
+    "verify",
     "status",
     "report",
     "demo",
