@@ -14,6 +14,9 @@ import pytest
 
 from app.paths import Layout
 from bench.__main__ import main
+from bench.jobs import jobs_started, status_store_jobs
+from bench.spark_runs import SILVER_ALONE, pipeline_settings, run_pipeline
+from bench.workload import generate
 
 
 @pytest.mark.slow
@@ -28,6 +31,8 @@ def test_bench_smoke_runs_every_section(spark, tmp_path):
     assert [r["records"] for r in runs] == [workload["records"]] * 4 == [20 * 2] * 4
     assert all(r["records_per_second"] > 0 for r in runs)
     assert res["throughput"]["b_over_a"] > 0 and res["throughput"]["s_over_a"] > 0
+    for run in runs[1:]:  # the pipeline runs count their Spark jobs per batch; the ceiling does not
+        assert len(run["batch_jobs"]) == len(run["batch_seconds"]) and min(run["batch_jobs"]) > 0
     # the floor ran silver and nothing after it; the full pipeline ran every stage
     floor, full = (Layout.from_root(str(tmp_path / "work" / run)) for run in ("s", "b"))
     for name in ("silver_crypto_clean", "pipeline_metadata"):
@@ -40,6 +45,9 @@ def test_bench_smoke_runs_every_section(spark, tmp_path):
     assert steady["silver_rows_end"] > steady["silver_rows_start"] > 0
     assert not math.isnan(steady["end_over_start"])
     assert len(steady["floor_batches"]) == 1 and steady["p50_floor"] > 0
+    assert len(steady["start_jobs"]) == len(steady["end_jobs"]) == len(steady["floor_jobs"]) == 1
+    assert steady["jobs_p50_start"] == steady["jobs_max_start"] == steady["start_jobs"][0] > 0
+    assert steady["jobs_p50_end"] > 0 and steady["jobs_p50_floor"] > 0
 
     wh = res["warehouse"]
     assert [w["rows"] for w in wh] == [10, 1_000, 10_000]
@@ -50,8 +58,32 @@ def test_bench_smoke_runs_every_section(spark, tmp_path):
     assert ingest["self_caused_429"] == 0
 
     names = {c["name"] for c in res["checks"]}
-    assert {"throughput b/a", "steady end/start", "warehouse statements constant"} <= names
+    assert {"throughput b/a", "throughput c/a", "steady end/start", "warehouse statements constant"} <= names
+    assert "steady jobs/batch start p50" in names
+    assert all(len(name) <= 34 for name in names)  # the table's name column
     assert {"throughput s/a floor (reported)", "steady p50 floor (reported)"} <= names
+
+
+def test_run_pipeline_jobs_per_batch_match_the_status_store(spark, tmp_path):
+    layout = Layout.from_root(str(tmp_path / "lake"))
+    generate(layout, coins=20, snapshots=2)
+    settings = pipeline_settings(layout, warehouse="none", max_files_per_trigger=1, shuffle_partitions=2)
+    first = jobs_started(spark)
+    run = run_pipeline(spark, layout, settings, name="jobs", stages=SILVER_ALONE)
+
+    store = status_store_jobs(spark)
+    bounds = [first]
+    for n in run.batch_jobs:
+        bounds.append(bounds[-1] + n)
+    assert len(run.batch_jobs) == 2 and min(run.batch_jobs) > 0
+    assert bounds[-1] - first <= 1000  # still all retained by the status store (spark.ui.retainedJobs)
+    # every job id in a batch's window is one the store saw start, and no other
+    for lo, hi, n in zip(bounds, bounds[1:], run.batch_jobs, strict=False):
+        assert sum(lo <= job < hi for job in store) == n
+    # after the first batch (whose window also holds the query's start), every counted job ran in
+    # the stream's job group: the count holds the batch's jobs and nothing else
+    groups = {store[job] for job in range(bounds[1], bounds[-1])}
+    assert len(groups) == 1 and None not in groups
 
 
 def test_bench_exits_nonzero_when_a_target_is_missed(tmp_path, monkeypatch):

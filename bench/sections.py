@@ -1,0 +1,162 @@
+"""The bench's sections: each runs its measurement, then adds lines, checks and JSON to the report.
+
+The targets are those of docs/BENCHMARKS.md ("What is measured"); a missed one makes
+``python -m bench`` exit 1.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from dataclasses import asdict
+from typing import TYPE_CHECKING
+
+from bench.report import Report
+from bench.spark_runs import p50
+
+if TYPE_CHECKING:
+    import argparse
+
+    from pyspark.sql import SparkSession
+
+    from bench.steady import SteadyResult
+
+TARGET_B_OVER_A = 0.5
+TARGET_C_OVER_A = 0.4
+TARGET_P50_SECONDS = 5.0
+TARGET_END_OVER_START = 1.5
+TARGET_JOBS_PER_BATCH = 30
+
+
+def _jobs(jobs: list[int]) -> str:
+    return f"jobs/batch p50 {p50(jobs):g}, max {max(jobs)}" if jobs else "jobs/batch n/a"
+
+
+def throughput(spark: SparkSession, args: argparse.Namespace, work: str, report: Report) -> None:
+    """(a) ceiling, (b) full pipeline, (c) with the warehouse emulator, (s) silver floor."""
+    from app.paths import Layout
+    from bench.spark_runs import SILVER_ALONE, copy_bronze, pipeline_settings, run_ceiling, run_pipeline
+    from bench.workload import generate
+
+    src = Layout.from_root(os.path.join(work, "workload"))
+    shutil.rmtree(src.root, ignore_errors=True)
+    workload = generate(src, coins=args.coins, snapshots=args.snapshots)
+    mfpt = args.max_files_per_trigger
+    a = run_ceiling(spark, copy_bronze(src, os.path.join(work, "a")), max_files_per_trigger=mfpt)
+
+    def over_copy(run: str, name: str, warehouse: str, stages=None):  # type: ignore[no-untyped-def]
+        layout = copy_bronze(src, os.path.join(work, run))
+        settings = pipeline_settings(
+            layout,
+            warehouse=warehouse,
+            max_files_per_trigger=mfpt,
+            shuffle_partitions=args.shuffle_partitions,
+        )
+        return run_pipeline(spark, layout, settings, name=name, stages=stages)
+
+    b = over_copy("b", "b: full pipeline, no warehouse", "none")
+    c = over_copy("c", "c: full pipeline + warehouse emulator", "emulator")
+    floor = over_copy("s", "s: silver floor (no stage after silver)", "none", SILVER_ALONE)
+    for r in (a, b, c, floor):
+        if r.records != workload.records:
+            raise SystemExit(f"bench: {r.name} read {r.records} records, the workload has {workload.records}")
+    ba, ca = b.records_per_second / a.records_per_second, c.records_per_second / a.records_per_second
+    sa = floor.records_per_second / a.records_per_second
+    report.results["throughput"] = {
+        "workload": asdict(workload),
+        "runs": [dict(asdict(r), records_per_second=r.records_per_second) for r in (a, b, c, floor)],
+        "b_over_a": ba,
+        "c_over_a": ca,
+        "s_over_a": sa,
+    }
+    report.line(
+        f"Throughput: {workload.coins} coins x {workload.snapshots} snapshots = {workload.records:,} records, {mfpt} files/batch"
+    )
+    for r in (a, b, c, floor):
+        jobs = f"  {_jobs(r.batch_jobs)}" if r.batch_jobs else ""
+        report.line(
+            f"  {r.name:<40} {r.seconds:8.1f} s  {r.records_per_second:9.1f} rec/s  {len(r.batch_seconds)} batches{jobs}"
+        )
+    report.at_least("throughput b/a", ba, TARGET_B_OVER_A)
+    report.at_least("throughput c/a", ca, TARGET_C_OVER_A)
+    report.check("throughput s/a floor (reported)", sa)
+
+
+def steady(spark: SparkSession, args: argparse.Namespace, work: str, report: Report) -> SteadyResult:
+    """One snapshot per batch at the start and at the end of a growing silver history."""
+    from bench.steady import run_steady_state
+
+    st = run_steady_state(
+        spark,
+        os.path.join(work, "steady"),
+        coins=args.steady_coins,
+        batches=args.steady_batches,
+        history_snapshots=args.history_snapshots,
+        shuffle_partitions=args.shuffle_partitions,
+    )
+    jobs = st.jobs_summary()
+    report.results["steady"] = dict(
+        asdict(st),
+        p50_start=st.p50_start,
+        p95_start=st.p95_start,
+        p50_end=st.p50_end,
+        p95_end=st.p95_end,
+        end_over_start=st.ratio,
+        p50_floor=st.p50_floor,
+        **jobs,
+    )
+    report.line(
+        f"Steady state: {st.coins} coins/batch; silver {st.silver_rows_start:,} -> {st.silver_rows_end:,} rows "
+        f"(backfill {st.backfill_records:,} records in {st.backfill_seconds:.0f} s)"
+    )
+    report.line(f"  start p50 {st.p50_start:6.2f} s  p95 {st.p95_start:6.2f} s  {_jobs(st.start_jobs)}")
+    report.line(
+        f"  end   p50 {st.p50_end:6.2f} s  p95 {st.p95_end:6.2f} s  {_jobs(st.end_jobs)}  end/start {st.ratio:.2f}"
+    )
+    report.line(
+        f"  silver floor (start snapshots, no stage after silver) p50 {st.p50_floor:6.2f} s  {_jobs(st.floor_jobs)}"
+    )
+    report.at_most("steady p50 start (s)", st.p50_start, TARGET_P50_SECONDS)
+    report.at_most("steady p50 end (s)", st.p50_end, TARGET_P50_SECONDS)
+    report.check("steady p50 floor (reported)", st.p50_floor)
+    report.at_most("steady end/start", st.ratio, TARGET_END_OVER_START)
+    report.check("silver rows at end", st.silver_rows_end, ">= 1,000,000", st.silver_rows_end >= 1_000_000)
+    report.at_most("steady jobs/batch start p50", jobs["jobs_p50_start"], TARGET_JOBS_PER_BATCH)
+    report.check("steady jobs/batch end (reported)", jobs["jobs_p50_end"])
+    return st
+
+
+def warehouse(args: argparse.Namespace, work: str, report: Report) -> None:
+    """SQL statements and round trips per batch for 10, 1,000 and 10,000 changed rows."""
+    from bench.warehouse_io import count_statements
+
+    counts = count_statements(os.path.join(work, "warehouse"))
+    report.results["warehouse"] = [dict(asdict(c), round_trips=c.round_trips) for c in counts]
+    report.line("Warehouse per batch (every target table):")
+    for c in counts:
+        report.line(
+            f"  {c.rows:>6,} rows: {c.statements} statements, {c.bulk_calls} bulk loads, {c.connections} connections = {c.round_trips} round trips"
+        )
+    constant = len({(c.statements, c.bulk_calls, c.connections) for c in counts}) == 1
+    report.check("warehouse statements constant", counts[-1].statements, "same for all sizes", constant)
+
+
+def ingest(args: argparse.Namespace, work: str, report: Report) -> None:
+    """API calls per cycle for a large universe, and the 429s our own client caused."""
+    from bench import ingest_calls  # looked up at call time: the tests replace measure_ingest
+
+    ing = ingest_calls.measure_ingest(os.path.join(work, "ingest"), coins=args.ingest_coins)
+    report.results["ingest"] = asdict(ing)
+    report.line(
+        f"Ingest: {ing.coins:,} coins -> {ing.calls_per_vs_currency:.0f} /coins/markets calls per vs currency, "
+        f"{ing.records:,} records in {ing.seconds:.1f} s at {ing.rate_limit_per_minute}/min; self-caused 429s: {ing.self_caused_429}"
+    )
+    expected = math.ceil(ing.coins / 250)  # 40 for 10,000 coins at 250 per page
+    report.check(
+        "ingest calls per vs currency",
+        ing.calls_per_vs_currency,
+        f"== {expected}",
+        ing.calls_per_vs_currency == expected,
+    )
+    report.check("ingest self-caused 429s", ing.self_caused_429, "== 0", ing.self_caused_429 == 0)
