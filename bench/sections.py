@@ -27,6 +27,7 @@ TARGET_C_OVER_A = 0.4
 TARGET_P50_SECONDS = 5.0
 TARGET_END_OVER_START = 1.5
 TARGET_JOBS_PER_BATCH = 30
+TARGET_SCALE_RATIO = 3.0
 
 
 def _jobs(jobs: list[int]) -> str:
@@ -125,6 +126,61 @@ def steady(spark: SparkSession, args: argparse.Namespace, work: str, report: Rep
     report.at_most("steady jobs/batch start p50", jobs["jobs_p50_start"], TARGET_JOBS_PER_BATCH)
     report.check("steady jobs/batch end (reported)", jobs["jobs_p50_end"])
     return st
+
+
+def scale(
+    spark: SparkSession,
+    args: argparse.Namespace,
+    work: str,
+    report: Report,
+    steady_result: SteadyResult | None,
+) -> None:
+    """A whole snapshot per batch, against the steady start phase's p50 (or its own run of it)."""
+    from bench.scale import run_reference, run_scale
+
+    currencies = [c.strip().lower() for c in args.scale_currencies.split(",") if c.strip()]
+    sc = run_scale(
+        spark,
+        os.path.join(work, "scale"),
+        coins=args.scale_coins,
+        vs_currencies=currencies,
+        repeats=args.scale_repeats,
+        shuffle_partitions=args.shuffle_partitions,
+    )
+    if steady_result is not None:
+        sc.reference = f"steady start phase ({steady_result.coins:,} coins x 1 currency per batch)"
+        sc.reference_batches = steady_result.start_batches
+    else:
+        ref = run_reference(
+            spark,
+            os.path.join(work, "scale-reference"),
+            coins=args.steady_coins,
+            batches=args.steady_batches,
+            shuffle_partitions=args.shuffle_partitions,
+        )
+        shutil.rmtree(os.path.join(work, "scale-reference"), ignore_errors=True)
+        sc.reference = (
+            f"own run of the steady start phase ({args.steady_coins:,} coins x 1 currency per batch)"
+        )
+        sc.reference_batches = ref.batch_seconds
+    report.results["scale"] = dict(
+        asdict(sc),
+        p50=sc.p50,
+        p50_jobs=sc.p50_jobs,
+        max_jobs=sc.max_jobs,
+        reference_p50=sc.reference_p50,
+        ratio=sc.ratio,
+    )
+    report.line(
+        f"Scale: one snapshot of {sc.coins:,} coins x {len(currencies)} currencies ({','.join(currencies)}) "
+        f"= {sc.records_per_batch:,} records in {sc.files_per_batch} files per batch, {len(sc.batch_seconds)} batches; "
+        f"silver {sc.silver_rows:,} rows"
+    )
+    batches = ", ".join(f"{s:.1f}" for s in sc.batch_seconds)
+    report.line(f"  p50 {sc.p50:6.2f} s  (batches {batches} s)  {_jobs(sc.batch_jobs)}")
+    report.line(f"  reference: {sc.reference}, p50 {sc.reference_p50:.2f} s; ratio {sc.ratio:.2f}")
+    report.check("scale p50 (reported)", sc.p50)
+    report.at_most("scale p50 / 1,000-coin p50", sc.ratio, TARGET_SCALE_RATIO)
 
 
 def warehouse(args: argparse.Namespace, work: str, report: Report) -> None:

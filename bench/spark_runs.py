@@ -7,8 +7,8 @@ change to the later stages, or moving them off the latency path, could reach.
 
 Every run uses the same SparkSession and the same source (:func:`app.sources.bronze.read_bronze_stream`
 with the same ``max_files_per_trigger``) over its own copy of the same bronze files, so the ratios
-compare the pipeline's work, not different inputs or settings. The steady-state series
-built from these runs is in :mod:`bench.steady`.
+compare the pipeline's work, not different inputs or settings. The steady-state and scale series
+built from these runs are in :mod:`bench.steady` and :mod:`bench.scale`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Steady state: one snapshot per batch at the start and at the end of a growing silver history.
 
 Beside the start phase, the silver floor (:data:`bench.spark_runs.SILVER_ALONE`) over a copy of
-the same snapshots. :func:`run_snapshot_batches` runs one landed snapshot per batch.
+the same snapshots. :func:`run_snapshot_batches` (one landed snapshot per batch) is shared with
+the scale section (:mod:`bench.scale`).
 """
 
 from __future__ import annotations

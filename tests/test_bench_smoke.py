@@ -49,6 +49,13 @@ def test_bench_smoke_runs_every_section(spark, tmp_path):
     assert steady["jobs_p50_start"] == steady["jobs_max_start"] == steady["start_jobs"][0] > 0
     assert steady["jobs_p50_end"] > 0 and steady["jobs_p50_floor"] > 0
 
+    scale = res["scale"]  # 200 coins x usd,eur: one page per currency, the whole snapshot one batch
+    assert scale["vs_currencies"] == ["usd", "eur"] and scale["files_per_batch"] == 2
+    assert scale["records_per_batch"] == 400 and len(scale["batch_seconds"]) == 2
+    assert scale["p50"] > 0 and scale["p50_jobs"] > 0 and scale["silver_rows"] > 0
+    assert scale["reference_batches"] == steady["start_batches"] and "steady" in scale["reference"]
+    assert scale["ratio"] == pytest.approx(scale["p50"] / steady["p50_start"])
+
     wh = res["warehouse"]
     assert [w["rows"] for w in wh] == [10, 1_000, 10_000]
     assert len({w["statements"] for w in wh}) == 1  # constant in the changed rows
@@ -59,7 +66,7 @@ def test_bench_smoke_runs_every_section(spark, tmp_path):
 
     names = {c["name"] for c in res["checks"]}
     assert {"throughput b/a", "throughput c/a", "steady end/start", "warehouse statements constant"} <= names
-    assert "steady jobs/batch start p50" in names
+    assert {"steady jobs/batch start p50", "scale p50 / 1,000-coin p50"} <= names
     assert all(len(name) <= 34 for name in names)  # the table's name column
     assert {"throughput s/a floor (reported)", "steady p50 floor (reported)"} <= names
 
