@@ -13,6 +13,8 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
@@ -64,6 +66,30 @@ class DemoSummary:
     warehouse_rows: dict[str, int] = field(default_factory=dict)
     report_path: str = ""
     elapsed_seconds: float = 0.0
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    """Wall seconds of each phase, in the order they ran (see :data:`PHASES`)."""
+
+
+# The phases of a demo run, in order, as the summary names them.
+PHASES = (
+    "setup",  # --fresh, the saved market replayed to where the last run stopped
+    "simulator start",
+    "ingest cycles",
+    "spark start",
+    "stream",
+    "table counts",  # Delta and warehouse row counts for the summary
+    "report",
+)
+
+
+@contextmanager
+def _phase(summary: DemoSummary, name: str) -> Iterator[None]:
+    """Add the wall time of the ``with`` body to ``summary.phase_seconds[name]``."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        summary.phase_seconds[name] = summary.phase_seconds.get(name, 0.0) + time.monotonic() - started
 
 
 def reset_data_root(layout: Layout) -> None:
@@ -134,15 +160,18 @@ def run_demo(settings: Settings, options: DemoOptions, *, out: TextIO) -> DemoSu
 
     started = time.monotonic()
     layout = Layout.from_root(settings.data_dir)
-    if options.fresh:
-        reset_data_root(layout)
-    state = _market_state(layout, options)
-    model = MarketModel(state["coins"], state["seed"], start=datetime.fromisoformat(state["start"]))
-    for _ in range(state["cycles_done"]):  # replay the walk: the same seed gives the same market
-        model.advance(state["step_seconds"])
     summary = DemoSummary(data_dir=layout.root)
+    with _phase(summary, "setup"):
+        if options.fresh:
+            reset_data_root(layout)
+        state = _market_state(layout, options)
+        model = MarketModel(state["coins"], state["seed"], start=datetime.fromisoformat(state["start"]))
+        for _ in range(state["cycles_done"]):  # replay the walk: the same seed gives the same market
+            model.advance(state["step_seconds"])
 
+    sim_started = time.monotonic()
     with start_simulator(model=model) as sim:
+        summary.phase_seconds["simulator start"] = time.monotonic() - sim_started
         ingest_settings = load_settings(
             data_dir=settings.data_dir,
             api_base_url=sim.base_url,
@@ -152,7 +181,7 @@ def run_demo(settings: Settings, options: DemoOptions, *, out: TextIO) -> DemoSu
             rate_limit_per_minute=100000,
             http_timeout_seconds=10,
         )
-        with Progress("ingest", total=options.cycles, stream=out) as bar:
+        with _phase(summary, "ingest cycles"), Progress("ingest", total=options.cycles, stream=out) as bar:
             for _ in range(options.cycles):
                 sim.advance(state["step_seconds"])
                 result = run_cycle(ingest_settings, layout)
@@ -174,24 +203,26 @@ def _run_lakehouse(settings: Settings, layout: Layout, summary: DemoSummary, out
     from app.report import build_report
     from app.stream import run_stream
 
-    with Progress("spark", total=1, stream=out) as bar:
+    with _phase(summary, "spark start"), Progress("spark", total=1, stream=out) as bar:
         spark = spark_from_settings(settings, app_name="coinlake-demo")
         bar.advance(note="session ready")
-    total_batches = _expected_batches(layout, settings.max_files_per_trigger)
-    with Progress("stream", total=total_batches, stream=out) as bar:
-        result = run_stream(
-            spark,
-            settings,
-            layout,
-            trigger="available-now",
-            on_batch=lambda meta: bar.advance(note=f"batch {meta.batch_id}: {meta.records_read} records"),
-        )
+    with _phase(summary, "stream"):
+        total_batches = _expected_batches(layout, settings.max_files_per_trigger)
+        with Progress("stream", total=total_batches, stream=out) as bar:
+            result = run_stream(
+                spark,
+                settings,
+                layout,
+                trigger="available-now",
+                on_batch=lambda meta: bar.advance(note=f"batch {meta.batch_id}: {meta.records_read} records"),
+            )
         summary.batches = len(result.batches)
         summary.records_read = result.records_read
-    _count_tables(spark, layout, summary)
-    summary.warehouse = settings.effective_warehouse
-    summary.warehouse_rows = _warehouse_counts(settings, layout)
-    with Progress("report", total=1, stream=out) as bar:
+    with _phase(summary, "table counts"):
+        _count_tables(spark, layout, summary)
+        summary.warehouse = settings.effective_warehouse
+        summary.warehouse_rows = _warehouse_counts(settings, layout)
+    with _phase(summary, "report"), Progress("report", total=1, stream=out) as bar:
         summary.report_path = build_report(
             spark,
             layout,
@@ -244,6 +275,18 @@ def _warehouse_counts(settings: Settings, layout: Layout) -> dict[str, int]:
     return counts
 
 
+def format_phases(summary: DemoSummary) -> list[str]:
+    """The summary's timing block: wall seconds per phase, then the total."""
+    lines = ["  time per phase:"]
+    lines += [
+        f"    {name:<22} {summary.phase_seconds[name]:>7.1f} s"
+        for name in PHASES
+        if name in summary.phase_seconds
+    ]
+    lines.append(f"    {'total':<22} {summary.elapsed_seconds:>7.1f} s")
+    return lines
+
+
 def format_summary(summary: DemoSummary) -> str:
     """The closing summary, in plain text."""
     lines = [
@@ -263,9 +306,9 @@ def format_summary(summary: DemoSummary) -> str:
         lines += [f"    {name:<22} {rows:>9,} rows" for name, rows in summary.warehouse_rows.items()]
     else:
         lines.append(f"  warehouse        {summary.warehouse}")
+    lines.append(f"  report           {summary.report_path}")
+    lines += format_phases(summary)
     lines += [
-        f"  report           {summary.report_path}",
-        f"  elapsed          {summary.elapsed_seconds:.0f} s",
         "",
         "Next: coinlake status | coinlake report --coin <id> | "
         'coinlake sql "SELECT * FROM crypto_anomalies LIMIT 10" | '
