@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     """Only list bronze date folders this many days back (0: all of them)."""
     optimize_every_batches: int = Field(default=100, ge=0)
     """Compact the Delta tables' small files (OPTIMIZE) after every N-th batch (0: never)."""
+    working_set_lookback_hours: int = Field(default=6, ge=0, le=24 * 366)
+    """Silver history a batch reads before its earliest day, in hours: it must hold the W+1 versions
+    the z-scores need; a key with fewer there is read further back (extra Spark jobs)."""
     zscore_window: int = Field(default=60, ge=2)
     """Anomaly detector: number of previous observations in the window (W)."""
     zscore_min_periods: int = Field(default=20, ge=2)

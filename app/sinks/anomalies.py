@@ -1,16 +1,16 @@
-"""The anomalies stage: re-score the touched silver ranges and replace them in ``crypto_anomalies``.
+"""The anomalies stage: re-score the touched ranges and apply the difference to ``crypto_anomalies``.
 
-Per touched key (docs/DESIGN.md, section 4) the stage reads from silver the versions with
-``valid_from >= from_ts`` plus the ``W + 1`` versions before (``W`` previous log returns need
-``W + 1`` previous prices), scores them (:mod:`app.quality.anomalies`), keeps the observations at
-or after ``from_ts`` and replaces the key's anomaly rows in ``[from_ts, +inf)`` with ONE MERGE:
-insert new, update changed, delete those no longer flagged. The range is open-ended because a late
-observation re-scores the ``W`` observations after it, and silver may drop a version after the
-batch's last observation when it collapses into an equal late one. For in-order data the range is
-just the new versions, so the work stays bounded.
+Per touched key (docs/DESIGN.md, section 4) the range ``observed_at >= from_ts`` is scored twice from
+the batch's working set (:mod:`app.sinks.working_set`): on the after-image (what the range must hold)
+and on the before-image (what it held). Their difference is the change: insert new rows, update
+changed numbers, delete rows no longer flagged. The range is open-ended because a late observation
+re-scores the ``W`` observations after it. For in-order data the change is only inserts, written as
+an append; otherwise ONE MERGE. Both are idempotent per ``(app_id, batch_id)``, and the difference
+does not depend on the table, so a re-run of a committed batch computes the same change, which
+Delta skips, and alerts again at most once more (alerts are at least once).
 
-The MERGE runs inside :func:`app.sinks.delta_io.delta_txn`, so a re-run of a committed batch is
-skipped by Delta; the diff computed before it is then empty, hence no duplicate alerts.
+The stage does not read ``crypto_anomalies``: a table that drifted from silver stays drifted until
+``coinlake verify --repair``.
 """
 
 from __future__ import annotations
@@ -23,18 +23,12 @@ from pyspark.sql import functions as F
 
 from app.faults import crash_point
 from app.logs import log_event
-from app.quality.anomalies import ANOMALY_KEYS, ANOMALY_VALUE_COLUMNS, explode_anomalies, score_versions
+from app.quality.anomalies import ANOMALY_KEYS, ANOMALY_VALUE_COLUMNS
 from app.sinks.alerts import post_alerts
+from app.sinks.delta_io import append_idempotent, batch_marker, marked_commit
+from app.sinks.derive import anomaly_rows, scored_versions
 from app.sinks.range_merge import merge_staged, stage_replacement
-from app.sinks.touched import (
-    TouchedKey,
-    earliest_from,
-    keys_column_filter,
-    read_key_tails,
-    sql_str,
-    sql_ts,
-    touched_frame,
-)
+from app.sinks.touched import sql_str, sql_ts
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -44,7 +38,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ANOMALIES_TABLE = "crypto_anomalies"
-SILVER_TABLE = "silver_crypto_clean"
 # Alerts (log events and webhook calls) per batch; a backfill may flag thousands at once.
 MAX_ALERTS_PER_BATCH = 200
 
@@ -64,88 +57,34 @@ class AnomalyChanges:
     removed: int = 0
 
 
-def rescore_touched(
-    spark: SparkSession,
-    silver_path: str,
-    keys: list[TouchedKey],
-    *,
-    window: int,
-    min_periods: int,
-    threshold: float,
-    batch_id: int,
-) -> DataFrame:
-    """The anomaly rows the touched ranges must hold now (observed_at >= from_ts per key).
-
-    Args:
-        spark: the session.
-        silver_path: the silver Delta table.
-        keys: the touched keys.
-        window: W.
-        min_periods: fewest previous values for a score.
-        threshold: flag threshold.
-        batch_id: stored as ``detected_batch_id`` for new rows.
-
-    Returns:
-        ``crypto_anomalies`` rows.
-    """
-    versions_df = read_key_tails(
-        spark,
-        silver_path,
-        keys,
-        columns=["current_price", "total_volume"],
-        versions_before=window + 1,
-    )
-    return (
-        versions_df.transform(score_versions, window=window, min_periods=min_periods)
-        .filter(F.col("valid_from") >= F.col("from_ts"))
-        .transform(explode_anomalies, threshold=threshold, batch_id=batch_id)
-    )
-
-
-def existing_range(spark: SparkSession, anomalies_path: str, keys: list[TouchedKey]) -> DataFrame:
-    """The rows ``crypto_anomalies`` holds now in the touched ranges (observed_at >= from_ts per key)."""
-    return (
-        spark.read.format("delta")
-        .load(anomalies_path)
-        .filter(keys_column_filter(keys))
-        .filter(F.col("observed_at") >= F.expr(sql_ts(earliest_from(keys))))
-        .join(F.broadcast(touched_frame(spark, keys)), ["coin_id", "vs_currency"])
-        .filter(F.col("observed_at") >= F.col("from_ts"))
-        .drop("from_ts")
-    )
-
-
-def target_bound(keys: list[TouchedKey]) -> str:
-    """A target-only SQL bound holding every touched range (partition and file skipping)."""
-    currencies = ", ".join(sql_str(c) for c in sorted({k.vs_currency for k in keys}))
-    return f"t.vs_currency IN ({currencies}) AND t.observed_at >= {sql_ts(earliest_from(keys))}"
-
-
 def replace_anomalies(
     spark: SparkSession,
     anomalies_path: str,
-    fresh_df: DataFrame,
-    keys: list[TouchedKey],
+    staged_df: DataFrame,
     *,
+    currencies: list[str],
+    earliest: str,
     app_id: str,
     batch_id: int,
 ) -> AnomalyChanges:
-    """Make the touched ranges of ``crypto_anomalies`` equal ``fresh_df`` with ONE MERGE.
+    """Apply a staged difference to ``crypto_anomalies``: an append when it only inserts, else ONE MERGE.
 
     Args:
-        spark: the session.
+        spark: the session to write with.
         anomalies_path: the ``crypto_anomalies`` Delta table (must exist).
-        fresh_df: the rows the ranges must hold (see :func:`rescore_touched`).
-        keys: the touched keys (define the replaced ranges).
+        staged_df: :func:`app.sinks.range_merge.stage_replacement` of the fresh rows against the old.
+        currencies: the touched vs currencies (bound the MERGE's target scan).
+        earliest: the earliest ``from_ts`` (UTC text; bounds the target scan by time).
         app_id: idempotence app id of the stream.
         batch_id: the micro-batch id (Delta transaction version).
 
     Returns:
-        The diff that the MERGE applies (empty when the batch was already committed).
+        The difference applied; empty when a commit of this batch is already in the table (a
+        re-run after a crash), so its anomalies are not alerted twice.
     """
-    staged_df = stage_replacement(
-        fresh_df, existing_range(spark, anomalies_path, keys), ANOMALY_KEYS, ANOMALY_VALUE_COLUMNS
-    ).cache()
+    if marked_commit(spark, anomalies_path, batch_marker(app_id, batch_id), depth=10) is not None:
+        return AnomalyChanges()
+    staged_df = staged_df.cache()
     try:
         rows = (
             staged_df.withColumn(
@@ -154,17 +93,23 @@ def replace_anomalies(
             .orderBy("observed_at", "vs_currency", "coin_id", "metric")
             .collect()
         )
-        if rows:
+        actions = {r["_action"] for r in rows}
+        if actions == {"insert"}:
+            # Only new rows (in-order data): a blind append commits in one cheap job.
+            append_idempotent(staged_df.drop("_action"), anomalies_path, app_id, batch_id, marked=True)
+        elif rows:
+            listed = ", ".join(sql_str(c) for c in currencies)
             merge_staged(
                 spark,
                 anomalies_path,
                 staged_df,
                 ANOMALY_KEYS,
-                columns=fresh_df.columns,
+                columns=[c for c in staged_df.columns if c != "_action"],
                 update_columns=ANOMALY_VALUE_COLUMNS,
-                target_filter=target_bound(keys),
+                target_filter=f"t.vs_currency IN ({listed}) AND t.observed_at >= {sql_ts(earliest)}",
                 app_id=app_id,
                 batch_id=batch_id,
+                marked=True,
             )
     finally:
         staged_df.unpersist()
@@ -173,6 +118,23 @@ def replace_anomalies(
         updated=sum(1 for r in rows if r["_action"] == "update"),
         removed=sum(1 for r in rows if r["_action"] == "delete"),
     )
+
+
+def anomaly_change(ctx: BatchContext) -> tuple[DataFrame, DataFrame]:
+    """The batch's anomaly rows of the replaced ranges (after-image) and their difference to before.
+
+    Returns:
+        ``(fresh_df, staged_df)``: the rows the ranges must hold, and the staged difference.
+    """
+    image = ctx.require_image()
+    settings = ctx.settings
+    kwargs = {"window": settings.zscore_window, "min_periods": settings.zscore_min_periods}
+    threshold = settings.zscore_threshold
+    after_df = scored_versions(image.after_df, image.touched_df, **kwargs)
+    before_df = scored_versions(image.before_df, image.touched_df, **kwargs)
+    fresh_df = anomaly_rows(after_df, threshold=threshold, batch_id=ctx.batch_id)
+    old_df = anomaly_rows(before_df, threshold=threshold, batch_id=ctx.batch_id)
+    return fresh_df, stage_replacement(fresh_df, old_df, ANOMALY_KEYS, ANOMALY_VALUE_COLUMNS)
 
 
 def _row_dict(row: Any) -> dict[str, Any]:
@@ -195,9 +157,7 @@ def anomalies_stage(ctx: BatchContext) -> dict[str, int]:
         ``anomalies_added``, ``anomalies_updated``, ``anomalies_removed``, ``alerts_sent``,
         ``alerts_failed``, ``alerts_suppressed``.
     """
-    settings = ctx.settings
     anomalies_path = ctx.ensure_table(ANOMALIES_TABLE)
-    keys = ctx.touched_keys
     counts = dict.fromkeys(
         (
             "anomalies_added",
@@ -209,18 +169,18 @@ def anomalies_stage(ctx: BatchContext) -> dict[str, int]:
         ),
         0,
     )
-    if keys:
-        fresh_df = rescore_touched(
-            ctx.spark,
-            ctx.layout.table(SILVER_TABLE),
-            keys,
-            window=settings.zscore_window,
-            min_periods=settings.zscore_min_periods,
-            threshold=settings.zscore_threshold,
-            batch_id=ctx.batch_id,
-        )
+    image = ctx.image
+    if image is not None:
+        fresh_df, staged_df = anomaly_change(ctx)
+        ctx.outputs[ANOMALIES_TABLE] = fresh_df
         changes = replace_anomalies(
-            ctx.spark, anomalies_path, fresh_df, keys, app_id=ctx.app_id, batch_id=ctx.batch_id
+            ctx.spark,
+            anomalies_path,
+            staged_df,
+            currencies=image.currencies,
+            earliest=image.earliest,
+            app_id=ctx.app_id,
+            batch_id=ctx.batch_id,
         )
         counts.update(
             anomalies_added=len(changes.added),
@@ -228,7 +188,7 @@ def anomalies_stage(ctx: BatchContext) -> dict[str, int]:
             anomalies_removed=changes.removed,
         )
         counts.update(_alert(ctx, changes.added))
-    log_event(logger, "anomalies.done", batch_id=ctx.batch_id, run_id=ctx.run_id, keys=len(keys), **counts)
+    log_event(logger, "anomalies.done", batch_id=ctx.batch_id, run_id=ctx.run_id, **counts)
     crash_point("after_anomalies")
     return counts
 
@@ -246,3 +206,6 @@ def _alert(ctx: BatchContext, added: list[dict[str, Any]]) -> dict[str, int]:
         return {"alerts_suppressed": suppressed}
     outcome = post_alerts(url.get_secret_value(), [_alert_payload(r, ctx) for r in shown])
     return {"alerts_sent": outcome.sent, "alerts_failed": outcome.failed, "alerts_suppressed": suppressed}
+
+
+anomalies_stage.tables = (ANOMALIES_TABLE,)  # type: ignore[attr-defined]

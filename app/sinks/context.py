@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import TYPE_CHECKING
 
-from app.sinks.touched import TouchedKey, collect_touched
 from app.tables import ensure_table
 
 if TYPE_CHECKING:
@@ -15,6 +13,7 @@ if TYPE_CHECKING:
 
     from app.config import Settings
     from app.paths import Layout
+    from app.sinks.working_set import WorkingSet
 
 
 @dataclass(frozen=True)
@@ -33,6 +32,10 @@ class BatchContext:
             (docs/DESIGN.md, section 4). Cached by the handler.
         ensured: paths of tables already ensured by this stream run (the handler passes one set
             to every batch, so each table is checked once per run, not once per batch).
+        image: the batch's silver working set before and after it (:mod:`app.sinks.working_set`);
+            None when the batch had no valid records.
+        outputs: the rows of the replaced ranges each stage computed from the after-image, by
+            Delta table name (the warehouse stage mirrors them instead of re-reading Delta).
     """
 
     spark: SparkSession
@@ -43,11 +46,14 @@ class BatchContext:
     settings: Settings
     touched_df: DataFrame
     ensured: set[str] = field(default_factory=set)
+    image: WorkingSet | None = None
+    outputs: dict[str, DataFrame] = field(default_factory=dict)
 
-    @cached_property
-    def touched_keys(self) -> list[TouchedKey]:
-        """The touched keys as values, collected once per batch and shared by the stages."""
-        return collect_touched(self.touched_df)
+    def require_image(self) -> WorkingSet:
+        """The batch's working set; raises when the context has none (no valid records)."""
+        if self.image is None:
+            raise ValueError(f"batch {self.batch_id} has no working set (it had no valid records)")
+        return self.image
 
     def ensure_table(self, name: str) -> str:
         """Create (or upgrade) the Delta table ``name`` once per run; returns its path."""
@@ -58,6 +64,8 @@ class BatchContext:
         return path
 
 
-# A stage runs after silver inside the same batch and returns counts for pipeline_metadata
-# (e.g. {"anomalies_added": 3, "anomalies_removed": 1}). It must be idempotent per batch_id.
+# A stage runs inside the batch once its working set is computed, at the same time as the silver
+# MERGE and the other stages, and returns counts for pipeline_metadata (e.g. {"anomalies_added": 3}).
+# It must be idempotent per batch_id. A stage with ``after_writes = True`` (the warehouse) runs once
+# every Delta write of the batch has committed.
 Stage = Callable[[BatchContext], dict[str, int]]

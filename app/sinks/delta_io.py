@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -20,34 +20,79 @@ if TYPE_CHECKING:
 TXN_APP_ID_CONF = "spark.databricks.delta.write.txnAppId"
 TXN_VERSION_CONF = "spark.databricks.delta.write.txnVersion"
 _TXN_LOCK = threading.RLock()
+# Sessions made by :func:`private_session`: one thread each, so their settings need no lock.
+_PRIVATE_ATTR = "_coinlake_private"
+
+
+def private_session(spark: SparkSession) -> SparkSession:
+    """A session of its own for one writer thread: same SparkContext, cache and SQL settings.
+
+    The transaction settings of :func:`delta_txn` are per session, so writers that run at the same
+    time each need one. It is a clone of ``spark`` (its SQL settings, e.g. the session time zone),
+    falling back to ``newSession()`` where the JVM session cannot be cloned.
+    """
+    from pyspark.sql import SparkSession as PySession
+
+    try:
+        clone = PySession(spark.sparkContext, spark._jsparkSession.cloneSession())  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - not a classic JVM session: a new one with default settings
+        clone = spark.newSession()
+    setattr(clone, _PRIVATE_ATTR, True)
+    return clone
+
+
+USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+
+
+def batch_marker(app_id: str, batch_id: int) -> str:
+    """The ``userMetadata`` of a batch's commits: lets a re-run find what it already committed."""
+    return f"{app_id}/batch={batch_id}"
+
+
+def marked_commit(spark: SparkSession, path: str, marker: str, *, depth: int = 20) -> int | None:
+    """The version of the commit carrying ``marker`` among the table's last ``depth`` commits, or None."""
+    from delta.tables import DeltaTable
+
+    rows = DeltaTable.forPath(spark, path).history(depth).select("version", "userMetadata").collect()
+    for row in rows:
+        if row["userMetadata"] == marker:
+            return int(row["version"])
+    return None
 
 
 @contextmanager
-def delta_txn(spark: SparkSession, app_id: str, batch_id: int) -> Iterator[None]:
+def delta_txn(spark: SparkSession, app_id: str, batch_id: int, *, marked: bool = False) -> Iterator[None]:
     """Make the Delta MERGE/UPDATE/DELETE run inside the block idempotent for ``(app_id, batch_id)``.
 
-    The settings are session-wide, so the block holds a lock and always clears them afterwards.
-    Run exactly one Delta command per table inside it.
+    The settings are session-wide: on a shared session the block holds a lock (a
+    :func:`private_session` belongs to one thread and needs none), and it always clears them
+    afterwards. Run exactly one Delta command per table inside it. With ``marked`` the commit also
+    carries :func:`batch_marker` as its ``userMetadata``.
     """
-    with _TXN_LOCK:
+    lock = nullcontext() if getattr(spark, _PRIVATE_ATTR, False) else _TXN_LOCK
+    with lock:
         spark.conf.set(TXN_APP_ID_CONF, app_id)
         spark.conf.set(TXN_VERSION_CONF, str(batch_id))
+        if marked:
+            spark.conf.set(USER_METADATA_CONF, batch_marker(app_id, batch_id))
         try:
             yield
         finally:
             spark.conf.unset(TXN_APP_ID_CONF)
             spark.conf.unset(TXN_VERSION_CONF)
+            if marked:
+                spark.conf.unset(USER_METADATA_CONF)
 
 
-def append_idempotent(df: DataFrame, path: str, app_id: str, batch_id: int) -> None:
-    """Append ``df`` to the Delta table at ``path`` once per ``(app_id, batch_id)``."""
-    (
-        df.write.format("delta")
-        .mode("append")
-        .option("txnAppId", app_id)
-        .option("txnVersion", batch_id)
-        .save(path)
-    )
+def append_idempotent(df: DataFrame, path: str, app_id: str, batch_id: int, *, marked: bool = False) -> None:
+    """Append ``df`` to the Delta table at ``path`` once per ``(app_id, batch_id)``.
+
+    With ``marked`` the commit carries :func:`batch_marker` as its ``userMetadata``.
+    """
+    writer = df.write.format("delta").mode("append").option("txnAppId", app_id).option("txnVersion", batch_id)
+    if marked:
+        writer = writer.option("userMetadata", batch_marker(app_id, batch_id))
+    writer.save(path)
 
 
 def read_checkpoint_query_id(spark: SparkSession, checkpoint_path: str) -> str:

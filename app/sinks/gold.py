@@ -22,10 +22,11 @@ Candle choices, stated once:
   fewer than 2 returns. It is not annualised.
 * ``n_anomalies`` is the number of versions in the bucket flagged by any anomaly metric.
 
-The stage recomputes, per touched key, the buckets from the one holding ``from_ts`` onwards, and
-per touched vs_currency the days from ``date(from_ts)`` onwards (docs/DESIGN.md, section 4), and
-replaces them with ONE MERGE per table. Open-ended like the anomalies range: late data re-scores
-later anomalies, which changes later buckets' ``n_anomalies``.
+The stage computes, per touched key, the buckets from the one holding ``from_ts`` onwards, and per
+touched vs_currency the days from ``date(from_ts)`` onwards (docs/DESIGN.md, section 4), on the
+batch's before- and after-image (:mod:`app.sinks.derive`), and applies the difference with ONE MERGE
+per table. Open-ended like the anomalies range: late data re-scores later anomalies, which changes
+later buckets' ``n_anomalies``.
 """
 
 from __future__ import annotations
@@ -34,25 +35,18 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from app.faults import crash_point
 from app.logs import log_event
 from app.quality.anomalies import log_return
 from app.sinks.range_merge import merge_staged, stage_replacement
-from app.sinks.touched import (
-    TouchedKey,
-    earliest_from,
-    keys_column_filter,
-    keys_sql_filter,
-    read_key_tails,
-    sql_str,
-    sql_ts,
-    touched_frame,
-)
+from app.sinks.touched import sql_str, sql_ts
 
 if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
     from app.sinks.context import BatchContext
 
 logger = logging.getLogger(__name__)
@@ -235,75 +229,6 @@ def aggregate_coin_ohlc(
 # ---------------------------------------------------------------- the stage (thin I/O)
 
 
-def _ohlc_source(ctx: BatchContext, keys: list[TouchedKey]) -> DataFrame:
-    """The recomputed candles of the touched buckets (bucket_start >= trunc(from_ts) per key)."""
-    spark = ctx.spark
-    day_start = "date_trunc('day', from_ts)"
-    versions_df = read_key_tails(
-        spark,
-        ctx.layout.table("silver_crypto_clean"),
-        keys,
-        columns=["current_price", "total_volume"],
-        versions_before=0,
-        lower_bound=day_start,
-    )
-    anomalies_df = (
-        spark.read.format("delta")
-        .load(ctx.layout.table("crypto_anomalies"))
-        .filter(keys_column_filter(keys))
-        .join(F.broadcast(touched_frame(spark, keys)), ["coin_id", "vs_currency"])
-        .filter(F.col("observed_at") >= F.expr(day_start))
-    )
-    return (
-        aggregate_coin_ohlc(versions_df, anomalies_df, batch_id=ctx.batch_id)
-        .join(F.broadcast(touched_frame(spark, keys)), ["coin_id", "vs_currency"])
-        .filter(F.col("bucket_start") >= _first_bucket())
-        .drop("from_ts")
-    )
-
-
-def _first_bucket(interval_col: str = "interval", ts: str = "from_ts") -> Column:
-    return F.when(F.col(interval_col) == "1h", F.date_trunc("hour", ts)).otherwise(F.date_trunc("day", ts))
-
-
-def _ohlc_existing(ctx: BatchContext, keys: list[TouchedKey]) -> DataFrame:
-    """The candles ``gold_coin_ohlc`` holds now in the touched buckets."""
-    spark = ctx.spark
-    return (
-        spark.read.format("delta")
-        .load(ctx.layout.table(OHLC_TABLE))
-        .filter(keys_column_filter(keys))
-        .filter(F.col("bucket_start") >= F.expr(_ohlc_bound_ts(keys)))
-        .join(F.broadcast(touched_frame(spark, keys)), ["coin_id", "vs_currency"])
-        .filter(F.col("bucket_start") >= _first_bucket())
-        .drop("from_ts")
-    )
-
-
-def _ohlc_bound_ts(keys: list[TouchedKey]) -> str:
-    return f"date_trunc('day', {sql_ts(earliest_from(keys))})"
-
-
-def _first_days(keys: list[TouchedKey]) -> dict[str, str]:
-    """Per touched vs_currency, the first touched UTC day (``YYYY-MM-DD``)."""
-    days: dict[str, str] = {}
-    for k in keys:
-        day = k.from_ts[:10]
-        days[k.vs_currency] = min(day, days.get(k.vs_currency, day))
-    return days
-
-
-def _metrics_source(ctx: BatchContext, days: dict[str, str]) -> DataFrame:
-    """The recomputed market metrics of every touched (vs_currency, day >= first touched day)."""
-    silver_df = ctx.spark.read.format("delta").load(ctx.layout.table("silver_crypto_clean"))
-    wanted = F.lit(False)
-    for currency, day in days.items():
-        wanted = wanted | (
-            (F.col("vs_currency") == currency) & (F.col("valid_from") >= F.to_timestamp(F.lit(day)))
-        )
-    return aggregate_market_metrics(silver_df.filter(wanted), batch_id=ctx.batch_id)
-
-
 def _metrics_range(days: dict[str, str], alias: str = "") -> str:
     parts = [
         f"({alias}vs_currency = {sql_str(c)} AND {alias}metric_date >= DATE {sql_str(d)})"
@@ -313,73 +238,100 @@ def _metrics_range(days: dict[str, str], alias: str = "") -> str:
 
 
 def _replace(
+    spark: SparkSession,
     ctx: BatchContext,
     table: str,
     fresh_df: DataFrame,
-    existing_df: DataFrame,
+    old_df: DataFrame,
     keys: Sequence[str],
     target_filter: str,
 ) -> int:
-    """Make a range of a gold table equal ``fresh_df`` with ONE MERGE; returns the rows written.
+    """Apply the difference ``old_df`` -> ``fresh_df`` to a gold table with ONE MERGE; returns rows written.
 
-    Every recomputed row is written (``updated_batch_id`` is compared too), so the count is the
-    number of recomputed rows; rows no longer produced are deleted. The count comes from the
-    MERGE's own metrics: counting the staged diff first cost one more action over the same reads.
+    ``old_df`` carries a NULL ``updated_batch_id``, so every recomputed row is written (stamped with
+    this batch) and rows no longer produced are deleted: the count is the number of recomputed
+    rows, taken from the MERGE's own metrics (0 when Delta skipped an already committed batch).
     """
     compared = [c for c in fresh_df.columns if c not in keys]
-    staged_df = stage_replacement(fresh_df, existing_df, keys, compared).cache()
-    try:
-        counts = merge_staged(
-            ctx.spark,
-            ctx.layout.table(table),
-            staged_df,
-            keys,
-            columns=fresh_df.columns,
-            update_columns=compared,
-            target_filter=target_filter,
-            app_id=ctx.app_id,
-            batch_id=ctx.batch_id,
-        )
-    finally:
-        staged_df.unpersist()
+    staged_df = stage_replacement(fresh_df, old_df, keys, compared)
+    counts = merge_staged(
+        spark,
+        ctx.layout.table(table),
+        staged_df,
+        keys,
+        columns=fresh_df.columns,
+        update_columns=compared,
+        target_filter=target_filter,
+        app_id=ctx.app_id,
+        batch_id=ctx.batch_id,
+    )
     return counts["insert"] + counts["update"]
 
 
 def gold_stage(ctx: BatchContext) -> dict[str, int]:
-    """Stage: recompute the touched candles and market days from silver and MERGE them.
+    """Stage: recompute the touched candles and market days from both images and MERGE the difference.
 
-    Run it after the anomalies stage of the same batch (``n_anomalies`` reads ``crypto_anomalies``).
+    The two tables are written at the same time (:func:`app.sinks.parallel.run_writes`). Candles
+    count anomalies from the images' own z-scores, so the stage does not wait for the anomalies stage.
 
     Args:
-        ctx: the batch (after silver and anomalies).
+        ctx: the batch, with its working set.
 
     Returns:
         ``gold_ohlc_rows`` and ``gold_metrics_rows``: the recomputed rows written.
     """
-    spark = ctx.spark
-    for name in (METRICS_TABLE, OHLC_TABLE, "crypto_anomalies"):
+    from app.sinks.derive import candle_rows, metric_rows, scored_versions
+    from app.sinks.parallel import run_writes
+
+    for name in (METRICS_TABLE, OHLC_TABLE):
         ctx.ensure_table(name)
-    keys = ctx.touched_keys
     counts = {"gold_ohlc_rows": 0, "gold_metrics_rows": 0}
-    if keys:
-        counts["gold_ohlc_rows"] = _replace(
-            ctx,
-            OHLC_TABLE,
-            _ohlc_source(ctx, keys),
-            _ohlc_existing(ctx, keys),
-            OHLC_KEYS,
-            f"{keys_sql_filter(keys, 't.')} AND t.bucket_start >= {_ohlc_bound_ts(keys)}",
+    image = ctx.image
+    if image is not None:
+        settings = ctx.settings
+        kwargs = {"window": settings.zscore_window, "min_periods": settings.zscore_min_periods}
+        touched_df = image.touched_df
+        candles = {
+            batch: candle_rows(
+                image_df,
+                scored_versions(image_df, touched_df, **kwargs),
+                touched_df,
+                threshold=settings.zscore_threshold,
+                batch_id=batch,
+            )
+            for image_df, batch in ((image.after_df, ctx.batch_id), (image.before_df, None))
+        }
+        metrics = {
+            batch: metric_rows(image_df, image.first_days, batch_id=batch)
+            for image_df, batch in ((image.after_df, ctx.batch_id), (image.before_df, None))
+        }
+        ctx.outputs[OHLC_TABLE] = candles[ctx.batch_id]
+        ctx.outputs[METRICS_TABLE] = metrics[ctx.batch_id]
+        listed = ", ".join(sql_str(c) for c in image.currencies)
+        ohlc_bound = (
+            f"t.vs_currency IN ({listed}) AND t.bucket_start >= date_trunc('day', {sql_ts(image.earliest)})"
         )
-        days = _first_days(keys)
-        metrics_df = spark.read.format("delta").load(ctx.layout.table(METRICS_TABLE))
-        counts["gold_metrics_rows"] = _replace(
-            ctx,
-            METRICS_TABLE,
-            _metrics_source(ctx, days),
-            metrics_df.filter(_metrics_range(days)),
-            METRICS_KEYS,
-            _metrics_range(days, "t."),
+        results, _ = run_writes(
+            ctx.spark,
+            {
+                "gold_ohlc_rows": lambda s: _replace(
+                    s, ctx, OHLC_TABLE, candles[ctx.batch_id], candles[None], OHLC_KEYS, ohlc_bound
+                ),
+                "gold_metrics_rows": lambda s: _replace(
+                    s,
+                    ctx,
+                    METRICS_TABLE,
+                    metrics[ctx.batch_id],
+                    metrics[None],
+                    METRICS_KEYS,
+                    _metrics_range(image.first_days, "t."),
+                ),
+            },
         )
-    log_event(logger, "gold.done", batch_id=ctx.batch_id, run_id=ctx.run_id, keys=len(keys), **counts)
+        counts.update(results)
+    log_event(logger, "gold.done", batch_id=ctx.batch_id, run_id=ctx.run_id, **counts)
     crash_point("after_gold")
     return counts
+
+
+gold_stage.tables = (OHLC_TABLE, METRICS_TABLE)  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -39,16 +40,28 @@ from app.sinks.compaction import compact_tables, compaction_due
 from app.sinks.context import BatchContext, Stage
 from app.sinks.delta_io import app_id_for, read_checkpoint_query_id
 from app.sinks.metadata import BatchMetadata, write_metadata
+from app.sinks.parallel import run_writes
 from app.sinks.quarantine import to_quarantine_rows, write_quarantine
 from app.sinks.scd2 import (
+    SILVER_COLUMNS,
     MergeScope,
     apply_scd2_merge,
     build_scd2_plan,
     build_touched,
     merge_marker,
-    scope_condition,
     select_tail,
     silver_version_before,
+)
+from app.sinks.touched import TS_FORMAT
+from app.sinks.working_set import (
+    WorkingSet,
+    day_start,
+    first_days,
+    read_missing_history,
+    read_working_set,
+    short_history_keys,
+    with_after_image,
+    working_set_bound,
 )
 from app.tables import ensure_table
 
@@ -235,20 +248,22 @@ class SilverBatchHandler:
         crash_point("after_parse")
 
         valid_df, quarantine_df = split_valid_invalid(checked_df, rules)
+        writes: dict[str, Callable[[SparkSession], object]] = {}
         if meta.quarantined:
-            with _timed(meta, "quarantine"):
-                write_quarantine(
-                    to_quarantine_rows(quarantine_df, batch_id=batch_id),
-                    self.layout.table(QUARANTINE),
-                    app_id=app_id,
-                    batch_id=batch_id,
-                )
+            rows_df = to_quarantine_rows(quarantine_df, batch_id=batch_id)
+            path = self.layout.table(QUARANTINE)
+            writes["quarantine"] = lambda s: write_quarantine(rows_df, path, app_id=app_id, batch_id=batch_id)
 
+        image = None
         touched_df = spark.createDataFrame([], TOUCHED_DDL)
         if stats["min_ts"] is not None:
-            with _timed(meta, "silver"):
-                touched_df = self._merge_silver(spark, valid_df, stats, batch_id, app_id, meta, cached)
-        crash_point("after_silver_merge")
+            with _timed(meta, "working_set"):
+                image, silver_write = self._working_set(
+                    spark, valid_df, stats, batch_id, app_id, meta, cached
+                )
+            touched_df = image.touched_df
+            if silver_write is not None:
+                writes["silver"] = silver_write
 
         ctx = BatchContext(
             spark=spark,
@@ -259,12 +274,27 @@ class SilverBatchHandler:
             settings=self.settings,
             touched_df=touched_df,
             ensured=self._ensured,
+            image=image,
         )
-        stage_counts: dict[str, dict[str, int]] = {}
         for stage in self.stages:
-            name = getattr(stage, "__name__", type(stage).__name__)
-            with _timed(meta, name):
-                stage_counts[name] = dict(stage(ctx) or {})
+            for table in getattr(stage, "tables", ()):
+                ctx.ensure_table(table)
+        concurrent = [s for s in self.stages if not getattr(s, "after_writes", False)]
+        for stage in concurrent:
+            writes[_stage_name(stage)] = lambda s, stage=stage: dict(stage(replace(ctx, spark=s)) or {})
+        stage_counts: dict[str, dict[str, int]] = {}
+        with _timed(meta, "writes"):
+            results, write_ms = run_writes(spark, writes)
+        meta.details["write_ms"] = write_ms
+        for stage in concurrent:
+            stage_counts[_stage_name(stage)] = results[_stage_name(stage)]
+        if "silver" not in writes:
+            crash_point("after_silver_merge")  # a re-run or a batch with nothing to merge
+        for stage in self.stages:
+            if getattr(stage, "after_writes", False):
+                name = _stage_name(stage)
+                with _timed(meta, name):
+                    stage_counts[name] = dict(stage(ctx) or {})
         if stage_counts:
             meta.details["stages"] = stage_counts
         if compaction_due(batch_id, self.settings.optimize_every_batches):
@@ -272,7 +302,7 @@ class SilverBatchHandler:
                 tables = [self.layout.table(name) for name in TABLE_NAMES]
                 meta.details["optimize"] = compact_tables(spark, tables, batch_id=batch_id)
 
-    def _merge_silver(
+    def _working_set(
         self,
         spark: SparkSession,
         valid_df: DataFrame,
@@ -281,56 +311,100 @@ class SilverBatchHandler:
         app_id: str,
         meta: BatchMetadata,
         cached: list[DataFrame],
-    ) -> DataFrame:
+    ) -> tuple[WorkingSet, Callable[[SparkSession], object] | None]:
+        """Read silver once, plan the SCD2 change, and build both images (module ``working_set``).
+
+        Returns:
+            The working set, and the silver MERGE to run (None when there is nothing to write or
+            the batch already committed it).
+        """
         path = self.layout.table(SILVER)
-        scope = MergeScope(currencies=tuple(stats["currencies"]), min_valid_from=stats["min_ts"])
+        currencies = list(stats["currencies"])
+        scope = MergeScope(currencies=tuple(currencies), min_valid_from=stats["min_ts"])
         version, committed = silver_version_before(spark, path, merge_marker(app_id, batch_id))
-        silver_df = (
-            spark.read.format("delta")
-            .option("versionAsOf", version)
-            .load(path)
-            .alias("t")
-            .filter(scope_condition(scope))
+        bound = working_set_bound(stats["min_ts"], self.settings.working_set_lookback_hours)
+        before_df = (
+            read_working_set(spark, path, version, currencies, bound).select(*SILVER_COLUMNS).persist()
         )
+        cached.append(before_df)
         obs_df = valid_df.transform(with_observation_columns)
-        # The tail is read once and cached: left as a Delta scan inside the plan (two branches, several
-        # windows), Delta re-ran its file filtering for it dozens of times per batch (docs/BENCHMARKS.md).
-        tail_df = select_tail(silver_df, obs_df).persist()
-        cached.append(tail_df)
-        tail_df.count()
-        plan_df = build_scd2_plan(obs_df, tail_df, batch_id=batch_id).persist()
+        plan_df = build_scd2_plan(obs_df, select_tail(before_df, obs_df), batch_id=batch_id).persist()
         cached.append(plan_df)
         is_batch = F.col("_origin") == "batch"
-        counts = plan_df.agg(
-            *[
-                F.count(F.when(is_batch & (F.col("_outcome") == o), 1)).alias(o)
-                for o in ("kept", "unchanged", "duplicate")
-            ],
-            F.count(F.when(F.col("_action") == "upsert", 1)).alias("upserts"),
-            F.count(F.when(F.col("_action") == "delete", 1)).alias("deletes"),
-        ).first()
-        assert counts is not None
-        meta.new_versions = int(counts["kept"])
-        meta.unchanged = int(counts["unchanged"])
-        meta.duplicates = int(counts["duplicate"])
-        meta.details["silver"] = {
-            "upserts": int(counts["upserts"]),
-            "deletes": int(counts["deletes"]),
-            "read_version": version,
-            "already_committed": committed,
-        }
-        if not committed and (counts["upserts"] or counts["deletes"]):
-            apply_scd2_merge(
-                spark,
-                path,
-                plan_df.filter(F.col("_action") != "none"),
-                scope,
-                app_id=app_id,
-                batch_id=batch_id,
+        # One job: the counts, and per currency the earliest from_ts (the first touched day).
+        per_currency = (
+            plan_df.groupBy("vs_currency")
+            .agg(
+                *[
+                    F.count(F.when(is_batch & (F.col("_outcome") == o), 1)).alias(o)
+                    for o in ("kept", "unchanged", "duplicate")
+                ],
+                F.count(F.when(F.col("_action") == "upsert", 1)).alias("upserts"),
+                F.count(F.when(F.col("_action") == "delete", 1)).alias("deletes"),
+                F.date_format(F.min("valid_from"), TS_FORMAT).alias("from_ts"),
             )
+            .collect()
+        )
+        total = {
+            k: sum(int(r[k]) for r in per_currency)
+            for k in ("kept", "unchanged", "duplicate", "upserts", "deletes")
+        }
+        meta.new_versions = total["kept"]
+        meta.unchanged = total["unchanged"]
+        meta.duplicates = total["duplicate"]
         touched_df = build_touched(plan_df).persist()
         cached.append(touched_df)
-        return touched_df
+        earliest = min(r["from_ts"] for r in per_currency)
+        if day_start(earliest) < bound:
+            # A touched key's version began on a day before the bound: that whole day is touched.
+            older_df = read_working_set(spark, path, version, currencies, day_start(earliest), until=bound)
+            before_df = before_df.unionByName(older_df.select(*SILVER_COLUMNS)).persist()
+            cached.append(before_df)
+            bound = day_start(earliest)
+        window = self.settings.zscore_window
+        short = [
+            (r["coin_id"], r["vs_currency"], r["need_before"])
+            for r in short_history_keys(before_df, touched_df, versions_needed=window + 1, bound=bound)
+            .select("coin_id", "vs_currency", F.date_format("need_before", TS_FORMAT).alias("need_before"))
+            .collect()
+        ]
+        if short:
+            older_df = read_missing_history(
+                spark, path, version, short, versions_needed=window + 1, bound=bound
+            ).select(*SILVER_COLUMNS)
+            before_df = before_df.unionByName(older_df).persist()
+            cached.append(before_df)
+        after_df = with_after_image(before_df, plan_df).persist()
+        cached.append(after_df)
+        days = first_days([(r["vs_currency"], r["from_ts"]) for r in per_currency])
+        image = WorkingSet(
+            before_df=before_df,
+            after_df=after_df,
+            touched_df=touched_df,
+            first_days=days,
+            earliest=earliest,
+        )
+        meta.details["silver"] = {
+            "upserts": total["upserts"],
+            "deletes": total["deletes"],
+            "read_version": version,
+            "already_committed": committed,
+            "short_history_keys": len(short),
+            "working_set_from": bound,
+        }
+        if committed or not (total["upserts"] or total["deletes"]):
+            return image, None
+        staged_df = plan_df.filter(F.col("_action") != "none")
+
+        def merge_silver(session: SparkSession) -> None:
+            apply_scd2_merge(session, path, staged_df, scope, app_id=app_id, batch_id=batch_id)
+            crash_point("after_silver_merge")
+
+        return image, merge_silver
+
+
+def _stage_name(stage: Stage) -> str:
+    return getattr(stage, "__name__", type(stage).__name__)
 
 
 def release(cached: Sequence[DataFrame]) -> None:

@@ -93,6 +93,7 @@ def merge_staged(
     target_filter: str,
     app_id: str,
     batch_id: int,
+    marked: bool = False,
 ) -> dict[str, int]:
     """Apply a staged diff to the Delta table at ``path`` in one MERGE, idempotent per batch.
 
@@ -107,12 +108,13 @@ def merge_staged(
             skipping); ``TRUE`` when there is no bound.
         app_id: the stream's idempotence id.
         batch_id: the micro-batch id.
+        marked: tag the commit with the batch marker (``delta_io.batch_marker``).
 
     Returns:
         ``{'insert': n, 'update': n, 'delete': n}``: the rows the MERGE changed, from its own
         metrics (all 0 when Delta skipped it because this batch had committed it already).
     """
-    with delta_txn(spark, app_id, batch_id):
+    with delta_txn(spark, app_id, batch_id, marked=marked):
         return apply_staged(
             spark,
             path,

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
-from app.sinks.delta_io import delta_txn
+from app.sinks.delta_io import batch_marker, delta_txn
 from app.sinks.touched import sql_str
 from app.tables import COLLAPSED_OBSERVATIONS_TYPE, SILVER_DDL, SILVER_KEYS, ddl_column_names
 
@@ -38,7 +38,6 @@ SILVER_COLUMNS: tuple[str, ...] = ddl_column_names(SILVER_DDL)
 COLLAPSED = "collapsed_observations"
 # Columns the plan derives rather than takes from an observation.
 _BOOKKEEPING = ("valid_to", "is_current", "batch_id", "updated_batch_id", COLLAPSED)
-USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 _FAR_FUTURE = "9999-12-31 00:00:00"
 
 
@@ -257,7 +256,7 @@ def scope_condition(scope: MergeScope, alias: str = "t") -> str:
 
 def merge_marker(app_id: str, batch_id: int) -> str:
     """The ``userMetadata`` of a batch's silver commit (lets a re-run find what silver was before it)."""
-    return f"{app_id}/batch={batch_id}"
+    return batch_marker(app_id, batch_id)
 
 
 def silver_version_before(spark: SparkSession, path: str, marker: str) -> tuple[int, bool]:
@@ -307,9 +306,5 @@ def apply_scd2_merge(
         .whenMatchedUpdate(condition="s._action = 'upsert'", set=values)
         .whenNotMatchedInsert(condition="s._action = 'upsert'", values=values)
     )
-    with delta_txn(spark, app_id, batch_id):
-        spark.conf.set(USER_METADATA_CONF, merge_marker(app_id, batch_id))
-        try:
-            merge.execute()
-        finally:
-            spark.conf.unset(USER_METADATA_CONF)
+    with delta_txn(spark, app_id, batch_id, marked=True):
+        merge.execute()

@@ -88,12 +88,13 @@ def spark_ddl_columns(ddl: str) -> tuple[tuple[str, str], ...]:
 class RangeRule:
     """Which target rows a touched key ``r`` replaces: ``match`` columns equal, ``column >= bound``.
 
-    ``bound`` is ``ts`` (``r.FROM_TS``), ``date`` (its date) or ``day`` (its day start).
+    ``bound`` is ``ts`` (``r.FROM_TS``), ``date`` (its date), ``day`` (its day start) or ``bucket``
+    (the start of the candle holding it: its hour where ``INTERVAL = '1h'``, else its day).
     """
 
     match: tuple[str, ...]
     column: str
-    bound: Literal["ts", "date", "day"] = "ts"
+    bound: Literal["ts", "date", "day", "bucket"] = "ts"
 
 
 @dataclass(frozen=True)
@@ -105,14 +106,19 @@ class TargetTable:
     columns: tuple[tuple[str, str], ...]
     key: tuple[str, ...]
     replaces: RangeRule | None = None
+    keep_on_update: tuple[str, ...] = ()
+    """Columns an upsert writes on insert only, as the Delta table's MERGE does (e.g. the batch that
+    first flagged an anomaly), so the mirror need not know their stored values to update a row."""
 
     @property
     def column_names(self) -> tuple[str, ...]:
         return tuple(c for c, _ in self.columns)
 
 
-def _target(name: str, delta: str, key: tuple[str, ...], rule: RangeRule | None) -> TargetTable:
-    return TargetTable(name, delta, spark_ddl_columns(TABLE_SCHEMAS[delta]), key, rule)
+def _target(
+    name: str, delta: str, key: tuple[str, ...], rule: RangeRule | None, keep: tuple[str, ...] = ()
+) -> TargetTable:
+    return TargetTable(name, delta, spark_ddl_columns(TABLE_SCHEMAS[delta]), key, rule, keep)
 
 
 _KEY = ("COIN_ID", "VS_CURRENCY")
@@ -128,6 +134,7 @@ TARGETS: tuple[TargetTable, ...] = (
         "crypto_anomalies",
         (*_KEY, "OBSERVED_AT", "METRIC"),
         RangeRule(_KEY, "OBSERVED_AT"),
+        ("DETECTED_BATCH_ID",),
     ),
     _target(
         "GOLD_CRYPTO_METRICS",
@@ -139,7 +146,7 @@ TARGETS: tuple[TargetTable, ...] = (
         "GOLD_COIN_OHLC",
         "gold_coin_ohlc",
         (*_KEY, "INTERVAL", "BUCKET_START"),
-        RangeRule(_KEY, "BUCKET_START", "day"),
+        RangeRule(_KEY, "BUCKET_START", "bucket"),
     ),
     _target("PIPELINE_METADATA", "pipeline_metadata", ("APP_ID", "KIND", "BATCH_ID"), None),
 )
@@ -202,6 +209,9 @@ def _range_predicate(rule: RangeRule) -> str:
         bound = f"CAST({bound} AS DATE)"
     elif rule.bound == "day":
         bound = f"DATE_TRUNC('DAY', {bound})"
+    elif rule.bound == "bucket":
+        hour, day = f"DATE_TRUNC('HOUR', {bound})", f"DATE_TRUNC('DAY', {bound})"
+        bound = f"CASE WHEN t.{quote_ident('INTERVAL')} = '1h' THEN {hour} ELSE {day} END"
     return f"{_key_match(rule.match, 't', 'r')} AND t.{quote_ident(rule.column)} >= {bound}"
 
 
@@ -220,7 +230,7 @@ def build_delete_sql(target: TargetTable, staging: str, touched: str) -> str:
 def build_merge_sql(target: TargetTable, staging: str) -> str:
     """Upsert the staged rows by key with one MERGE (the staging table is deduplicated by key)."""
     cols = target.column_names
-    updates = [c for c in cols if c not in target.key]
+    updates = [c for c in cols if c not in target.key and c not in target.keep_on_update]
     return (
         f"MERGE INTO {quote_ident(target.name)} t USING {quote_ident(staging)} s"
         f" ON {_key_match(target.key, 't', 's')}"
@@ -234,7 +244,7 @@ def build_merge_sql(target: TargetTable, staging: str) -> str:
 def build_update_insert_sql(target: TargetTable, staging: str) -> list[str]:
     """The same upsert as :func:`build_merge_sql` as two plain DML statements (emulator)."""
     cols = target.column_names
-    updates = [c for c in cols if c not in target.key]
+    updates = [c for c in cols if c not in target.key and c not in target.keep_on_update]
     update = (
         f"UPDATE {quote_ident(target.name)} t SET "
         + ", ".join(f"{quote_ident(c)} = s.{quote_ident(c)}" for c in updates)

@@ -119,10 +119,21 @@ def select_mirror_rows(
         bounds_df = touched_df.groupBy(*match).agg(F.min(F.to_date("from_ts")).alias("_bound"))
     elif rule.bound == "day":
         bounds_df = touched_df.select(*match, F.date_trunc("day", "from_ts").alias("_bound"))
+    elif rule.bound == "bucket":
+        bounds_df = touched_df.select(*match, F.col("from_ts").alias("_from"))
     else:
         bounds_df = touched_df.select(*match, F.col("from_ts").alias("_bound"))
     if "vs_currency" in match and currencies is not None:
         table_df = table_df.filter(F.col("vs_currency").isin(sorted(currencies)))
+    if rule.bound == "bucket":
+        bucket = F.when(F.col("interval") == "1h", F.date_trunc("hour", "_from")).otherwise(
+            F.date_trunc("day", "_from")
+        )
+        return (
+            table_df.join(F.broadcast(bounds_df), on=match, how="inner")
+            .filter(F.col(column) >= bucket)
+            .drop("_from")
+        )
     return (
         table_df.join(F.broadcast(bounds_df), on=match, how="inner")
         .filter(F.col(column) >= F.col("_bound"))
@@ -164,11 +175,17 @@ def to_pandas(df: DataFrame) -> pd.DataFrame:
 class WarehouseStage:
     """The warehouse :data:`~app.sinks.context.Stage`: ``stage(ctx) -> counts``.
 
+    It runs once every Delta write of the batch has committed (``after_writes``), and mirrors the
+    rows the batch computed from its after-image; while ranges are pending after a failed load it
+    mirrors the current Delta rows of all of them instead.
+
     Args:
         connector_factory: ``(settings, layout) -> WarehouseConnector | None`` (tests inject one).
         attempts: load attempts on transient errors (exponential backoff between them).
         wait_seconds: first backoff wait.
     """
+
+    after_writes = True
 
     def __init__(
         self,
@@ -190,27 +207,11 @@ class WarehouseStage:
         path = pending_path(ctx.layout, ctx.app_id)
         pending = read_pending(path)
         catches_up = tuple(sorted({int(b) for b in pending["batches"]} - {ctx.batch_id}))
-        touched_df = ranges_df(ctx.spark, ctx.touched_df, pending).cache()
-        try:
-            touched = to_pandas(touched_df)
-            frames = {}
+        if not pending["touched"] and ctx.image is not None:
             min_batch = min((*catches_up, ctx.batch_id)) - METADATA_LOOKBACK_BATCHES
-            for target in TARGETS:
-                table_df = _read_delta(ctx.spark, ctx.layout.table(target.delta_name))
-                if table_df is None:
-                    continue
-                rows_df = select_mirror_rows(
-                    target,
-                    table_df,
-                    touched_df,
-                    app_id=ctx.app_id,
-                    min_batch_id=min_batch,
-                    batch_id=ctx.batch_id,
-                    currencies=set(touched["vs_currency"]),
-                )
-                frames[target.name] = to_pandas(rows_df)
-        finally:
-            touched_df.unpersist()
+            touched, frames = self._frames_from_image(ctx, min_batch=min_batch)
+        else:
+            touched, frames = self._frames_from_delta(ctx, pending, catches_up)
         batch = WarehouseBatch(ctx.app_id, ctx.batch_id, frames, touched, catches_up)
 
         @retry(
@@ -248,6 +249,68 @@ class WarehouseStage:
             "warehouse_skipped": int(result.skipped),
             "warehouse_caught_up_batches": len(catches_up),
         }
+
+    @staticmethod
+    def _frames_from_image(
+        ctx: BatchContext, *, min_batch: int
+    ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+        """The batch's ranges and rows from its after-image and the stages' outputs (no Delta read).
+
+        Only the metadata rows of earlier batches, and any table whose stage did not run, are read
+        from Delta.
+        """
+        from app.sinks.derive import silver_rows
+
+        image = ctx.require_image()
+        touched = to_pandas(image.touched_df.select("coin_id", "vs_currency", "from_ts"))
+        outputs = dict(ctx.outputs)
+        outputs["silver_crypto_clean"] = silver_rows(image.after_df, image.touched_df)
+        frames = {}
+        for target in TARGETS:
+            rows_df = outputs.get(target.delta_name)
+            if rows_df is None:
+                table_df = _read_delta(ctx.spark, ctx.layout.table(target.delta_name))
+                if table_df is None:
+                    continue
+                rows_df = select_mirror_rows(
+                    target,
+                    table_df,
+                    image.touched_df,
+                    app_id=ctx.app_id,
+                    min_batch_id=min_batch,
+                    batch_id=ctx.batch_id,
+                    currencies=set(image.currencies),
+                )
+            frames[target.name] = to_pandas(rows_df)
+        return touched, frames
+
+    @staticmethod
+    def _frames_from_delta(
+        ctx: BatchContext, pending: dict[str, Any], catches_up: tuple[int, ...]
+    ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+        """The ranges of this batch and the pending ones, with the current Delta rows (catch-up path)."""
+        touched_df = ranges_df(ctx.spark, ctx.touched_df, pending).cache()
+        try:
+            touched = to_pandas(touched_df)
+            frames = {}
+            min_batch = min((*catches_up, ctx.batch_id)) - METADATA_LOOKBACK_BATCHES
+            for target in TARGETS:
+                table_df = _read_delta(ctx.spark, ctx.layout.table(target.delta_name))
+                if table_df is None:
+                    continue
+                rows_df = select_mirror_rows(
+                    target,
+                    table_df,
+                    touched_df,
+                    app_id=ctx.app_id,
+                    min_batch_id=min_batch,
+                    batch_id=ctx.batch_id,
+                    currencies=set(touched["vs_currency"]),
+                )
+                frames[target.name] = to_pandas(rows_df)
+        finally:
+            touched_df.unpersist()
+        return touched, frames
 
     @staticmethod
     def _remember(path: str, pending: dict[str, Any], batch_id: int, touched: pd.DataFrame) -> None:

@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 from app.config import load_settings
 from app.paths import Layout
 from app.sinks.context import BatchContext
+from app.sinks.working_set import WorkingSet
 from app.tables import SILVER_DDL
 
 OBS_DDL = (
@@ -96,12 +97,31 @@ def make_ctx(
     root: Path,
     batch_id: int,
     touched: Sequence[tuple[str, str, datetime, datetime]],
+    *,
+    before: Iterable[Obs] | None = None,
+    after: Iterable[Obs] | None = None,
     **settings: Any,
 ) -> BatchContext:
-    """A BatchContext over ``root`` with the given touched set and settings overrides."""
+    """A BatchContext over ``root`` with the given touched set and settings overrides.
+
+    With ``before`` and ``after`` (silver before and after the batch) it carries a working set
+    whose images are those whole tables (a superset of what the handler reads).
+    """
     touched_df = spark.createDataFrame(
         list(touched), "coin_id string, vs_currency string, from_ts timestamp, to_ts timestamp"
     )
+    image = None
+    if touched and before is not None and after is not None:
+        firsts: dict[str, datetime] = {}
+        for _, currency, from_ts, _ in touched:
+            firsts[currency] = min(from_ts, firsts.get(currency, from_ts))
+        image = WorkingSet(
+            before_df=silver_df(spark, before),
+            after_df=silver_df(spark, after),
+            touched_df=touched_df,
+            first_days={c: t.strftime("%Y-%m-%d") for c, t in firsts.items()},
+            earliest=min(firsts.values()).strftime("%Y-%m-%d %H:%M:%S.%f"),
+        )
     return BatchContext(
         spark=spark,
         batch_id=batch_id,
@@ -110,6 +130,7 @@ def make_ctx(
         layout=Layout.from_root(str(root)),
         settings=load_settings(data_dir=str(root), **settings),
         touched_df=touched_df,
+        image=image,
     )
 
 

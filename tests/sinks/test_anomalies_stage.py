@@ -58,7 +58,16 @@ def test_anomalies_stage_incremental_with_late_data_equals_from_scratch(
     def step(batch_id, existing, new, removed=(), **extra):
         silver = [o for o in existing if o not in removed] + new
         write_silver(spark, silver_path, silver)
-        ctx = make_ctx(spark, tmp_path, batch_id, touched_rows(existing, new), **DETECTOR, **extra)
+        ctx = make_ctx(
+            spark,
+            tmp_path,
+            batch_id,
+            touched_rows(existing, new),
+            before=existing,
+            after=silver,
+            **DETECTOR,
+            **extra,
+        )
         return ctx, anomalies_stage(ctx), silver
 
     _, c0, silver = step(0, [], a[:60] + b[:60], alert_webhook_url=WEBHOOK)

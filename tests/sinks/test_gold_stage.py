@@ -68,7 +68,9 @@ def test_gold_stage_incremental_with_late_data_equals_from_scratch(spark, tmp_pa
     def step(batch_id, existing, new, removed=()):
         silver = [o for o in existing if o not in removed] + new
         write_silver(spark, silver_path, silver)
-        ctx = make_ctx(spark, tmp_path, batch_id, touched_rows(existing, new), **DETECTOR)
+        ctx = make_ctx(
+            spark, tmp_path, batch_id, touched_rows(existing, new), before=existing, after=silver, **DETECTOR
+        )
         anomalies_stage(ctx)
         return ctx, gold_stage(ctx), silver
 

@@ -1,25 +1,15 @@
-"""Touched-set helpers: exact timestamp round trips and safe SQL literals."""
-
 from __future__ import annotations
 
-from datetime import datetime
-
-from app.sinks.touched import collect_touched, sql_str, touched_frame
-
-
-def test_collect_touched_round_trips_microseconds_and_keeps_earliest_from_ts(spark):
-    ts = datetime(2024, 3, 1, 12, 0, 0, 123456)
-    touched_df = spark.createDataFrame(
-        [("a", "usd", ts, ts), ("a", "usd", datetime(2024, 3, 2), ts), ("b", "eur", None, None)],
-        "coin_id string, vs_currency string, from_ts timestamp, to_ts timestamp",
-    )
-    keys = collect_touched(touched_df)
-    assert [(k.coin_id, k.vs_currency, k.from_ts) for k in keys] == [
-        ("a", "usd", "2024-03-01 12:00:00.123456")
-    ]
-    assert touched_frame(spark, keys).collect()[0].from_ts == ts
+from app.sinks.touched import sql_str, sql_ts
 
 
 def test_sql_str_escapes_quotes_and_backslashes(spark):
     value = "it's a \\ test"
-    assert spark.sql(f"SELECT {sql_str(value)} AS v").collect()[0].v == value
+    assert spark.sql(f"SELECT {sql_str(value)} AS v").first()["v"] == value
+
+
+def test_sql_ts_round_trips_microseconds_in_utc(spark):
+    row = spark.sql(
+        f"SELECT date_format({sql_ts('2024-03-01 10:00:00.123456')}, 'yyyy-MM-dd HH:mm:ss.SSSSSS') AS v"
+    )
+    assert row.first()["v"] == "2024-03-01 10:00:00.123456"
