@@ -25,8 +25,8 @@ from app.faults import crash_point
 from app.logs import log_event
 from app.quality.anomalies import ANOMALY_KEYS, ANOMALY_VALUE_COLUMNS
 from app.sinks.alerts import post_alerts
-from app.sinks.delta_io import append_idempotent, batch_marker, marked_commit
-from app.sinks.derive import anomaly_rows, scored_versions
+from app.sinks.delta_io import append_idempotent, batch_marker, marked_commit, stable_source
+from app.sinks.derive import anomaly_rows
 from app.sinks.range_merge import merge_staged, stage_replacement
 from app.sinks.touched import sql_str, sql_ts
 
@@ -126,13 +126,9 @@ def anomaly_change(ctx: BatchContext) -> tuple[DataFrame, DataFrame]:
     Returns:
         ``(fresh_df, staged_df)``: the rows the ranges must hold, and the staged difference.
     """
-    image = ctx.require_image()
-    settings = ctx.settings
-    kwargs = {"window": settings.zscore_window, "min_periods": settings.zscore_min_periods}
-    threshold = settings.zscore_threshold
-    after_df = scored_versions(image.after_df, image.touched_df, **kwargs)
-    before_df = scored_versions(image.before_df, image.touched_df, **kwargs)
-    fresh_df = anomaly_rows(after_df, threshold=threshold, batch_id=ctx.batch_id)
+    threshold = ctx.settings.zscore_threshold
+    after_df, before_df = ctx.scored()
+    fresh_df = stable_source(anomaly_rows(after_df, threshold=threshold, batch_id=ctx.batch_id))
     old_df = anomaly_rows(before_df, threshold=threshold, batch_id=ctx.batch_id)
     return fresh_df, stage_replacement(fresh_df, old_df, ANOMALY_KEYS, ANOMALY_VALUE_COLUMNS)
 

@@ -49,6 +49,25 @@ class BatchContext:
     image: WorkingSet | None = None
     outputs: dict[str, DataFrame] = field(default_factory=dict)
 
+    def scored(self) -> tuple[DataFrame, DataFrame]:
+        """Both images' touched versions with their z-scores ``(after, before)``, computed once per batch.
+
+        The handler computes them before the stages start (the stages run in parallel threads).
+        """
+        if "_scored_after" not in self.outputs:
+            from app.sinks.derive import score_images
+
+            image = self.require_image()
+            after_df, before_df = score_images(
+                image.after_df,
+                image.before_df,
+                image.touched_df,
+                window=self.settings.zscore_window,
+                min_periods=self.settings.zscore_min_periods,
+            )
+            self.outputs["_scored_after"], self.outputs["_scored_before"] = after_df, before_df
+        return self.outputs["_scored_after"], self.outputs["_scored_before"]
+
     def require_image(self) -> WorkingSet:
         """The batch's working set; raises when the context has none (no valid records)."""
         if self.image is None:

@@ -60,6 +60,39 @@ def marked_commit(spark: SparkSession, path: str, marker: str, *, depth: int = 2
     return None
 
 
+MATERIALIZE_SOURCE_CONF = "spark.databricks.delta.merge.materializeSource"
+
+
+def stable_source(df: DataFrame) -> DataFrame:
+    """``df`` computed once and held by the executors, as a MERGE source with a trivial plan.
+
+    A batch's MERGE sources are differences of two derived images: plans with dozens of windows,
+    unions and joins. Delta analyses and optimises its source plan several times per MERGE (the
+    materialisation, the touched-file join, the write join), which took most of a gold MERGE's
+    time (measured: docs/BENCHMARKS.md); a local checkpoint's plan is one scan.
+    """
+    return df.localCheckpoint(eager=True)
+
+
+@contextmanager
+def source_not_rematerialized(spark: SparkSession) -> Iterator[None]:
+    """Let a MERGE whose source is a :func:`stable_source` skip Delta's own copy of it.
+
+    Delta materialises every source that is not a plain Delta scan, because a recomputed source
+    could differ between its two passes. A local checkpoint cannot: it is computed already. Only
+    on a ``local`` master, where an executor (and so a checkpoint block) cannot be lost on its own;
+    on a cluster Delta keeps its copy, whose lost blocks it knows how to recover from.
+    """
+    if not spark.sparkContext.master.startswith("local"):
+        yield
+        return
+    spark.conf.set(MATERIALIZE_SOURCE_CONF, "none")
+    try:
+        yield
+    finally:
+        spark.conf.unset(MATERIALIZE_SOURCE_CONF)
+
+
 @contextmanager
 def delta_txn(spark: SparkSession, app_id: str, batch_id: int, *, marked: bool = False) -> Iterator[None]:
     """Make the Delta MERGE/UPDATE/DELETE run inside the block idempotent for ``(app_id, batch_id)``.

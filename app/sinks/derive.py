@@ -50,6 +50,34 @@ def scored_versions(
     )
 
 
+def score_images(
+    image_after: DataFrame, image_before: DataFrame, touched_df: DataFrame, *, window: int, min_periods: int
+) -> tuple[DataFrame, DataFrame]:
+    """:func:`scored_versions` of both images in one pass, each held by the executors.
+
+    The image is part of the window key, so one plan scores both. The result is checkpointed:
+    every later frame of the batch (anomaly rows, candles, their differences) starts from it, and
+    building those on the scoring plan itself made Spark re-analyse it for every step (seconds
+    per step, measured: docs/BENCHMARKS.md).
+
+    Returns:
+        ``(after_df, before_df)``.
+    """
+    from app.sinks.delta_io import stable_source
+
+    both_df = (
+        image_after.select(*SCORED_COLUMNS, F.lit(True).alias("_after"))
+        .unionByName(image_before.select(*SCORED_COLUMNS, F.lit(False).alias("_after")))
+        .join(touched_df.select(*SILVER_KEYS, "from_ts"), list(SILVER_KEYS))
+        .transform(score_versions, window=window, min_periods=min_periods, keys=(*SILVER_KEYS, "_after"))
+    )
+    scored_df = stable_source(both_df)
+    return (
+        scored_df.filter(F.col("_after")).drop("_after"),
+        scored_df.filter(~F.col("_after")).drop("_after"),
+    )
+
+
 def anomaly_rows(scored_df: DataFrame, *, threshold: float, batch_id: int | None) -> DataFrame:
     """``crypto_anomalies`` rows of the replaced ranges (``observed_at >= from_ts`` per key)."""
     return scored_df.filter(F.col("valid_from") >= F.col("from_ts")).transform(

@@ -280,7 +280,8 @@ def gold_stage(ctx: BatchContext) -> dict[str, int]:
     Returns:
         ``gold_ohlc_rows`` and ``gold_metrics_rows``: the recomputed rows written.
     """
-    from app.sinks.derive import candle_rows, metric_rows, scored_versions
+    from app.sinks.delta_io import stable_source
+    from app.sinks.derive import candle_rows, metric_rows
     from app.sinks.parallel import run_writes
 
     for name in (METRICS_TABLE, OHLC_TABLE):
@@ -288,45 +289,35 @@ def gold_stage(ctx: BatchContext) -> dict[str, int]:
     counts = {"gold_ohlc_rows": 0, "gold_metrics_rows": 0}
     image = ctx.image
     if image is not None:
-        settings = ctx.settings
-        kwargs = {"window": settings.zscore_window, "min_periods": settings.zscore_min_periods}
-        touched_df = image.touched_df
-        candles = {
-            batch: candle_rows(
-                image_df,
-                scored_versions(image_df, touched_df, **kwargs),
-                touched_df,
-                threshold=settings.zscore_threshold,
-                batch_id=batch,
-            )
-            for image_df, batch in ((image.after_df, ctx.batch_id), (image.before_df, None))
-        }
-        metrics = {
-            batch: metric_rows(image_df, image.first_days, batch_id=batch)
-            for image_df, batch in ((image.after_df, ctx.batch_id), (image.before_df, None))
-        }
-        ctx.outputs[OHLC_TABLE] = candles[ctx.batch_id]
-        ctx.outputs[METRICS_TABLE] = metrics[ctx.batch_id]
+        threshold = ctx.settings.zscore_threshold
+        scored = dict(zip((ctx.batch_id, None), ctx.scored(), strict=True))
+        images = {ctx.batch_id: image.after_df, None: image.before_df}
         listed = ", ".join(sql_str(c) for c in image.currencies)
         ohlc_bound = (
             f"t.vs_currency IN ({listed}) AND t.bucket_start >= date_trunc('day', {sql_ts(image.earliest)})"
         )
+
+        def write_candles(session: SparkSession) -> int:
+            fresh, old = (
+                stable_source(
+                    candle_rows(images[b], scored[b], image.touched_df, threshold=threshold, batch_id=b)
+                )
+                for b in (ctx.batch_id, None)
+            )
+            ctx.outputs[OHLC_TABLE] = fresh
+            return _replace(session, ctx, OHLC_TABLE, fresh, old, OHLC_KEYS, ohlc_bound)
+
+        def write_metrics(session: SparkSession) -> int:
+            fresh, old = (
+                stable_source(metric_rows(images[b], image.first_days, batch_id=b))
+                for b in (ctx.batch_id, None)
+            )
+            ctx.outputs[METRICS_TABLE] = fresh
+            bound = _metrics_range(image.first_days, "t.")
+            return _replace(session, ctx, METRICS_TABLE, fresh, old, METRICS_KEYS, bound)
+
         results, _ = run_writes(
-            ctx.spark,
-            {
-                "gold_ohlc_rows": lambda s: _replace(
-                    s, ctx, OHLC_TABLE, candles[ctx.batch_id], candles[None], OHLC_KEYS, ohlc_bound
-                ),
-                "gold_metrics_rows": lambda s: _replace(
-                    s,
-                    ctx,
-                    METRICS_TABLE,
-                    metrics[ctx.batch_id],
-                    metrics[None],
-                    METRICS_KEYS,
-                    _metrics_range(image.first_days, "t."),
-                ),
-            },
+            ctx.spark, {"gold_ohlc_rows": write_candles, "gold_metrics_rows": write_metrics}
         )
         counts.update(results)
     log_event(logger, "gold.done", batch_id=ctx.batch_id, run_id=ctx.run_id, **counts)

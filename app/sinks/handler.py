@@ -279,6 +279,9 @@ class SilverBatchHandler:
         for stage in self.stages:
             for table in getattr(stage, "tables", ()):
                 ctx.ensure_table(table)
+        if image is not None and any(getattr(s, "tables", ()) for s in self.stages):
+            with _timed(meta, "score"):
+                ctx.scored()  # shared by the anomaly and gold stages, which run in parallel
         concurrent = [s for s in self.stages if not getattr(s, "after_writes", False)]
         for stage in concurrent:
             writes[_stage_name(stage)] = lambda s, stage=stage: dict(stage(replace(ctx, spark=s)) or {})

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
 
-from app.sinks.delta_io import delta_txn
+from app.sinks.delta_io import delta_txn, source_not_rematerialized, stable_source
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -114,11 +114,12 @@ def merge_staged(
         ``{'insert': n, 'update': n, 'delete': n}``: the rows the MERGE changed, from its own
         metrics (all 0 when Delta skipped it because this batch had committed it already).
     """
-    with delta_txn(spark, app_id, batch_id, marked=marked):
+    source_df = stable_source(staged_df)
+    with delta_txn(spark, app_id, batch_id, marked=marked), source_not_rematerialized(spark):
         return apply_staged(
             spark,
             path,
-            staged_df,
+            source_df,
             keys,
             columns=columns,
             update_columns=update_columns,

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
-from app.sinks.delta_io import batch_marker, delta_txn
+from app.sinks.delta_io import batch_marker, delta_txn, source_not_rematerialized, stable_source
 from app.sinks.touched import sql_str
 from app.tables import COLLAPSED_OBSERVATIONS_TYPE, SILVER_DDL, SILVER_KEYS, ddl_column_names
 
@@ -301,10 +301,10 @@ def apply_scd2_merge(
     merge = (
         DeltaTable.forPath(spark, path)
         .alias("t")
-        .merge(staged_df.alias("s"), condition)
+        .merge(stable_source(staged_df).alias("s"), condition)
         .whenMatchedDelete(condition="s._action = 'delete'")
         .whenMatchedUpdate(condition="s._action = 'upsert'", set=values)
         .whenNotMatchedInsert(condition="s._action = 'upsert'", values=values)
     )
-    with delta_txn(spark, app_id, batch_id, marked=True):
+    with delta_txn(spark, app_id, batch_id, marked=True), source_not_rematerialized(spark):
         merge.execute()

@@ -116,8 +116,11 @@ def test_build_delete_sql_limits_to_replaced_range_and_keeps_staged_rows():
     assert_sql_contains(
         build_delete_sql(GOLD_METRICS, "S", "T"), 't."METRIC_DATE" >= CAST(r."FROM_TS" AS DATE)'
     )
+    # A candle's range starts at the bucket holding FROM_TS: its hour for 1h, its day for 1d.
     assert_sql_contains(
-        build_delete_sql(GOLD_OHLC, "S", "T"), 't."BUCKET_START" >= DATE_TRUNC(\'DAY\', r."FROM_TS")'
+        build_delete_sql(GOLD_OHLC, "S", "T"),
+        't."BUCKET_START" >= CASE WHEN t."INTERVAL" = \'1h\' THEN DATE_TRUNC(\'HOUR\', r."FROM_TS")',
+        'ELSE DATE_TRUNC(\'DAY\', r."FROM_TS") END',
     )
     with pytest.raises(ValueError):
         build_delete_sql(METADATA, "S", "T")
@@ -128,6 +131,10 @@ def test_build_upsert_sql_per_dialect():
     update, insert = build_update_insert_sql(ANOMALIES, "S")
     assert build_upsert_sql(ANOMALIES, "S", dialect="emulator") == [update, insert]
     assert_sql_contains(update, 'UPDATE "CRYPTO_ANOMALIES" t SET "VALUE" = s."VALUE"', 'FROM "S" s WHERE')
+    # The batch that first flagged an anomaly is written on insert only, as Delta's MERGE does.
+    assert '"DETECTED_BATCH_ID" = s.' not in update
+    assert 't."DETECTED_BATCH_ID" = s.' not in build_merge_sql(ANOMALIES, "S")
+    assert '"DETECTED_BATCH_ID"' in insert
     assert_sql_contains(
         insert, 'INSERT INTO "CRYPTO_ANOMALIES"', 'WHERE NOT EXISTS (SELECT 1 FROM "CRYPTO_ANOMALIES" t'
     )
