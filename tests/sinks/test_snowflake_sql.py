@@ -120,7 +120,7 @@ def test_build_delete_sql_limits_to_replaced_range_and_keeps_staged_rows():
     assert_sql_contains(
         build_delete_sql(GOLD_OHLC, "S", "T"),
         't."BUCKET_START" >= CASE WHEN t."INTERVAL" = \'1h\' THEN DATE_TRUNC(\'HOUR\', r."FROM_TS")',
-        'ELSE DATE_TRUNC(\'DAY\', r."FROM_TS") END',
+        "ELSE DATE_TRUNC('DAY', r.\"FROM_TS\") END",
     )
     with pytest.raises(ValueError):
         build_delete_sql(METADATA, "S", "T")
