@@ -172,6 +172,24 @@ def to_pandas(df: DataFrame) -> pd.DataFrame:
     return pdf
 
 
+def _delta_rows(
+    ctx: BatchContext, target: TargetTable, touched_df: DataFrame, min_batch: int, currencies: set[str]
+) -> DataFrame | None:
+    """The current Delta rows of ``target`` in the ranges of ``touched_df`` (None: no table yet)."""
+    table_df = _read_delta(ctx.spark, ctx.layout.table(target.delta_name))
+    if table_df is None:
+        return None
+    return select_mirror_rows(
+        target,
+        table_df,
+        touched_df,
+        app_id=ctx.app_id,
+        min_batch_id=min_batch,
+        batch_id=ctx.batch_id,
+        currencies=currencies,
+    )
+
+
 class WarehouseStage:
     """The warehouse :data:`~app.sinks.context.Stage`: ``stage(ctx) -> counts``.
 
@@ -269,19 +287,9 @@ class WarehouseStage:
         for target in TARGETS:
             rows_df = outputs.get(target.delta_name)
             if rows_df is None:
-                table_df = _read_delta(ctx.spark, ctx.layout.table(target.delta_name))
-                if table_df is None:
-                    continue
-                rows_df = select_mirror_rows(
-                    target,
-                    table_df,
-                    image.touched_df,
-                    app_id=ctx.app_id,
-                    min_batch_id=min_batch,
-                    batch_id=ctx.batch_id,
-                    currencies=set(image.currencies),
-                )
-            frames[target.name] = to_pandas(rows_df)
+                rows_df = _delta_rows(ctx, target, image.touched_df, min_batch, set(image.currencies))
+            if rows_df is not None:
+                frames[target.name] = to_pandas(rows_df)
         return touched, frames
 
     @staticmethod
@@ -295,19 +303,9 @@ class WarehouseStage:
             frames = {}
             min_batch = min((*catches_up, ctx.batch_id)) - METADATA_LOOKBACK_BATCHES
             for target in TARGETS:
-                table_df = _read_delta(ctx.spark, ctx.layout.table(target.delta_name))
-                if table_df is None:
-                    continue
-                rows_df = select_mirror_rows(
-                    target,
-                    table_df,
-                    touched_df,
-                    app_id=ctx.app_id,
-                    min_batch_id=min_batch,
-                    batch_id=ctx.batch_id,
-                    currencies=set(touched["vs_currency"]),
-                )
-                frames[target.name] = to_pandas(rows_df)
+                rows_df = _delta_rows(ctx, target, touched_df, min_batch, set(touched["vs_currency"]))
+                if rows_df is not None:
+                    frames[target.name] = to_pandas(rows_df)
         finally:
             touched_df.unpersist()
         return touched, frames
