@@ -128,6 +128,25 @@ def append_idempotent(df: DataFrame, path: str, app_id: str, batch_id: int, *, m
     writer.save(path)
 
 
+def replace_range_idempotent(
+    df: DataFrame, path: str, predicate: str, *, app_id: str, batch_id: int
+) -> None:
+    """Make the rows of ``path`` matching ``predicate`` be exactly ``df``, once per ``(app_id, batch_id)``.
+
+    One ``replaceWhere`` overwrite: Delta removes the range's rows and writes ``df`` in the same
+    commit, and checks that every row of ``df`` lies in the range. A re-run of a committed batch is
+    skipped by its transaction id, like :func:`append_idempotent`.
+    """
+    (
+        df.write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", predicate)
+        .option("txnAppId", app_id)
+        .option("txnVersion", batch_id)
+        .save(path)
+    )
+
+
 def read_checkpoint_query_id(spark: SparkSession, checkpoint_path: str) -> str:
     """The streaming query id stored in ``<checkpoint>/metadata`` (stable across restarts).
 

@@ -124,6 +124,65 @@ def candle_rows(
     )
 
 
+IMAGE_COL = "_after"
+
+
+def candle_images(
+    images: dict[bool, DataFrame],
+    scored: dict[bool, DataFrame],
+    touched_df: DataFrame,
+    *,
+    threshold: float,
+    batch_id: int,
+) -> DataFrame:
+    """:func:`candle_rows` of both images in ONE plan, keyed by ``_after`` (True: the after-image).
+
+    One aggregation over the union instead of one per image: half the plans to analyse and one
+    checkpoint instead of two (docs/BENCHMARKS.md). The after-image's rows carry ``batch_id`` as
+    ``updated_batch_id``, the before-image's NULL, so every recomputed candle differs from its old
+    row and is written with this batch's stamp, as one image at a time did.
+
+    Args:
+        images: ``{True: after_df, False: before_df}``.
+        scored: :func:`scored_versions` of the same images, same keys.
+        touched_df: the touched keys with ``from_ts``.
+        threshold: the anomaly threshold.
+        batch_id: the batch.
+
+    Returns:
+        ``_after`` then the columns of ``app.tables.GOLD_OHLC_DDL``.
+    """
+    ranges = touched_df.select(*SILVER_KEYS, "from_ts")
+    day_start = F.date_trunc("day", "from_ts")
+    versions_df = (
+        images[True].select(*CANDLE_COLUMNS, F.lit(True).alias(IMAGE_COL))
+        .unionByName(images[False].select(*CANDLE_COLUMNS, F.lit(False).alias(IMAGE_COL)))
+        .join(ranges, list(SILVER_KEYS))
+        .filter(F.col("valid_from") >= day_start)
+        .drop("from_ts")
+    )
+    flagged = [
+        scored[after]
+        .filter(F.col("valid_from") >= day_start)
+        .transform(explode_anomalies, threshold=threshold)
+        .withColumn(IMAGE_COL, F.lit(after))
+        for after in (True, False)
+    ]
+    stamp = F.when(F.col(IMAGE_COL), F.lit(batch_id)).cast("bigint")
+    return (
+        aggregate_coin_ohlc(versions_df, flagged[0].unionByName(flagged[1]), extra_keys=(IMAGE_COL,))
+        .withColumn("updated_batch_id", stamp)
+        .join(ranges, list(SILVER_KEYS))
+        .filter(F.col("bucket_start") >= first_bucket())
+        .drop("from_ts")
+    )
+
+
+def image_rows(images_df: DataFrame, after: bool) -> DataFrame:
+    """One image's rows of a frame keyed by ``_after`` (:func:`candle_images`), without the key."""
+    return images_df.filter(F.col(IMAGE_COL) == after).drop(IMAGE_COL)
+
+
 def metric_rows(image_df: DataFrame, first_days: dict[str, str], *, batch_id: int | None) -> DataFrame:
     """``gold_crypto_metrics`` rows of every touched (vs_currency, day on or after its first touched day)."""
     wanted = F.lit(False)

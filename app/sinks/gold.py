@@ -23,10 +23,11 @@ Candle choices, stated once:
 * ``n_anomalies`` is the number of versions in the bucket flagged by any anomaly metric.
 
 The stage computes, per touched key, the buckets from the one holding ``from_ts`` onwards, and per
-touched vs_currency the days from ``date(from_ts)`` onwards (docs/DESIGN.md, section 4), on the
-batch's before- and after-image (:mod:`app.sinks.derive`), and applies the difference with ONE MERGE
-per table. Open-ended like the anomalies range: late data re-scores later anomalies, which changes
-later buckets' ``n_anomalies``.
+touched vs_currency the days from ``date(from_ts)`` onwards (docs/DESIGN.md, section 4). Candles come
+from the batch's before- and after-image in one plan (:mod:`app.sinks.derive`), and their difference
+is applied with ONE MERGE. A touched (currency, day) counts every coin, so the after-image alone
+gives the whole metrics range, written with ONE ``replaceWhere`` overwrite. Open-ended like the
+anomalies range: late data re-scores later anomalies, which changes later buckets' ``n_anomalies``.
 """
 
 from __future__ import annotations
@@ -142,14 +143,16 @@ def explode_buckets(df: DataFrame, *, intervals: Sequence[str] = tuple(INTERVALS
     return out
 
 
-def with_bucket_log_return(df: DataFrame, *, price_col: str = "current_price") -> DataFrame:
+def with_bucket_log_return(
+    df: DataFrame, *, price_col: str = "current_price", extra_keys: Sequence[str] = ()
+) -> DataFrame:
     """Add ``log_return`` between consecutive priced versions of the same bucket.
 
     Versions without a positive price sit in their own window partition, so they are skipped
     rather than breaking the chain; their own ``log_return`` is NULL.
     """
     priced = F.coalesce(F.col(price_col) > 0, F.lit(False))
-    chain = Window.partitionBy(*OHLC_KEYS, "_priced").orderBy("valid_from")
+    chain = Window.partitionBy(*OHLC_KEYS, *extra_keys, "_priced").orderBy("valid_from")
     return (
         df.withColumn("_priced", priced)
         .withColumn("log_return", log_return(F.col(price_col), F.lag(price_col).over(chain)))
@@ -157,14 +160,15 @@ def with_bucket_log_return(df: DataFrame, *, price_col: str = "current_price") -
     )
 
 
-def with_has_anomaly(df: DataFrame, anomalies_df: DataFrame) -> DataFrame:
+def with_has_anomaly(df: DataFrame, anomalies_df: DataFrame, *, extra_keys: Sequence[str] = ()) -> DataFrame:
     """Add ``has_anomaly``: the version was flagged for at least one metric."""
+    on = ["coin_id", "vs_currency", *extra_keys, "valid_from"]
     flagged_df = (
-        anomalies_df.select("coin_id", "vs_currency", F.col("observed_at").alias("valid_from"))
+        anomalies_df.select("coin_id", "vs_currency", *extra_keys, F.col("observed_at").alias("valid_from"))
         .distinct()
         .withColumn("has_anomaly", F.lit(True))
     )
-    return df.join(flagged_df, ["coin_id", "vs_currency", "valid_from"], "left").withColumn(
+    return df.join(flagged_df, on, "left").withColumn(
         "has_anomaly", F.coalesce("has_anomaly", F.lit(False))
     )
 
@@ -175,6 +179,7 @@ def aggregate_coin_ohlc(
     *,
     intervals: Sequence[str] = tuple(INTERVALS),
     batch_id: int | None = None,
+    extra_keys: Sequence[str] = (),
 ) -> DataFrame:
     """Per-coin candles for each interval from silver versions and the anomaly rows.
 
@@ -186,19 +191,23 @@ def aggregate_coin_ohlc(
         anomalies_df: ``crypto_anomalies`` rows of the same keys and period.
         intervals: labels from :data:`INTERVALS`.
         batch_id: stored as ``updated_batch_id``.
+        extra_keys: columns of both inputs that split the candles further and are kept first in
+            the output (e.g. which image of a working set the versions come from).
 
     Returns:
-        Rows in the column order of ``app.tables.GOLD_OHLC_DDL``.
+        Rows in the column order of ``app.tables.GOLD_OHLC_DDL`` (after ``extra_keys``).
     """
     price, volume = F.col("current_price"), F.col("total_volume")
     price_time = F.when(price.isNotNull(), F.col("valid_from"))
     volume_time = F.when(volume.isNotNull(), F.col("valid_from"))
     candles_df = (
-        silver_df.select("coin_id", "vs_currency", "valid_from", "current_price", "total_volume")
-        .transform(with_has_anomaly, anomalies_df)
+        silver_df.select(
+            *extra_keys, "coin_id", "vs_currency", "valid_from", "current_price", "total_volume"
+        )
+        .transform(with_has_anomaly, anomalies_df, extra_keys=extra_keys)
         .transform(explode_buckets, intervals=intervals)
-        .transform(with_bucket_log_return)
-        .groupBy(*OHLC_KEYS)
+        .transform(with_bucket_log_return, extra_keys=extra_keys)
+        .groupBy(*extra_keys, *OHLC_KEYS)
         .agg(
             F.min_by(price, price_time).alias("open"),
             F.max(price).alias("high"),
@@ -212,6 +221,7 @@ def aggregate_coin_ohlc(
         )
     )
     return candles_df.select(
+        *extra_keys,
         *OHLC_KEYS,
         "open",
         "high",
@@ -269,7 +279,7 @@ def _replace(
 
 
 def gold_stage(ctx: BatchContext) -> dict[str, int]:
-    """Stage: recompute the touched candles and market days from both images and MERGE the difference.
+    """Stage: recompute the touched candles (MERGE of the difference) and market days (range overwrite).
 
     The two tables are written at the same time (:func:`app.sinks.parallel.run_writes`). Candles
     count anomalies from the images' own z-scores, so the stage does not wait for the anomalies stage.
@@ -280,8 +290,8 @@ def gold_stage(ctx: BatchContext) -> dict[str, int]:
     Returns:
         ``gold_ohlc_rows`` and ``gold_metrics_rows``: the recomputed rows written.
     """
-    from app.sinks.delta_io import stable_source
-    from app.sinks.derive import candle_rows, metric_rows
+    from app.sinks.delta_io import replace_range_idempotent, stable_source
+    from app.sinks.derive import candle_images, image_rows, metric_rows
     from app.sinks.parallel import run_writes
 
     for name in (METRICS_TABLE, OHLC_TABLE):
@@ -290,31 +300,34 @@ def gold_stage(ctx: BatchContext) -> dict[str, int]:
     image = ctx.image
     if image is not None:
         threshold = ctx.settings.zscore_threshold
-        scored = dict(zip((ctx.batch_id, None), ctx.scored(), strict=True))
-        images = {ctx.batch_id: image.after_df, None: image.before_df}
+        scored = dict(zip((True, False), ctx.scored(), strict=True))
+        images = {True: image.after_df, False: image.before_df}
         listed = ", ".join(sql_str(c) for c in image.currencies)
         ohlc_bound = (
             f"t.vs_currency IN ({listed}) AND t.bucket_start >= date_trunc('day', {sql_ts(image.earliest)})"
         )
 
         def write_candles(session: SparkSession) -> int:
-            fresh, old = (
-                stable_source(
-                    candle_rows(images[b], scored[b], image.touched_df, threshold=threshold, batch_id=b)
-                )
-                for b in (ctx.batch_id, None)
+            both = stable_source(
+                candle_images(images, scored, image.touched_df, threshold=threshold, batch_id=ctx.batch_id)
             )
+            fresh, old = image_rows(both, True), image_rows(both, False)
             ctx.outputs[OHLC_TABLE] = fresh
             return _replace(session, ctx, OHLC_TABLE, fresh, old, OHLC_KEYS, ohlc_bound)
 
         def write_metrics(session: SparkSession) -> int:
-            fresh, old = (
-                stable_source(metric_rows(images[b], image.first_days, batch_id=b))
-                for b in (ctx.batch_id, None)
-            )
+            # A touched (currency, day) range is recomputed whole from the after-image, over every
+            # coin: replacing the range is the whole change, so no before-image rows and no MERGE.
+            fresh = stable_source(metric_rows(image.after_df, image.first_days, batch_id=ctx.batch_id))
             ctx.outputs[METRICS_TABLE] = fresh
-            bound = _metrics_range(image.first_days, "t.")
-            return _replace(session, ctx, METRICS_TABLE, fresh, old, METRICS_KEYS, bound)
+            replace_range_idempotent(
+                fresh,
+                ctx.layout.table(METRICS_TABLE),
+                _metrics_range(image.first_days),
+                app_id=ctx.app_id,
+                batch_id=ctx.batch_id,
+            )
+            return fresh.count()
 
         results, _ = run_writes(
             ctx.spark, {"gold_ohlc_rows": write_candles, "gold_metrics_rows": write_metrics}

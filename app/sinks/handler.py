@@ -38,7 +38,7 @@ from app.quality.expectations import (
 from app.quality.parsing import parse_bronze
 from app.sinks.compaction import compact_tables, compaction_due
 from app.sinks.context import BatchContext, Stage
-from app.sinks.delta_io import app_id_for, read_checkpoint_query_id
+from app.sinks.delta_io import app_id_for, read_checkpoint_query_id, stable_source
 from app.sinks.metadata import BatchMetadata, write_metadata
 from app.sinks.parallel import run_writes
 from app.sinks.quarantine import to_quarantine_rows, write_quarantine
@@ -326,13 +326,14 @@ class SilverBatchHandler:
         scope = MergeScope(currencies=tuple(currencies), min_valid_from=stats["min_ts"])
         version, committed = silver_version_before(spark, path, merge_marker(app_id, batch_id))
         bound = working_set_bound(stats["min_ts"], self.settings.working_set_lookback_hours)
-        before_df = (
-            read_working_set(spark, path, version, currencies, bound).select(*SILVER_COLUMNS).persist()
+        # Every frame of the working set is a local checkpoint, not a cached plan: the stages build
+        # dozens of frames on them from several threads, and over a cached plan each one re-analyses
+        # and re-optimises the whole lineage on the driver (docs/BENCHMARKS.md).
+        before_df = stable_source(
+            read_working_set(spark, path, version, currencies, bound).select(*SILVER_COLUMNS)
         )
-        cached.append(before_df)
         obs_df = valid_df.transform(with_observation_columns)
-        plan_df = build_scd2_plan(obs_df, select_tail(before_df, obs_df), batch_id=batch_id).persist()
-        cached.append(plan_df)
+        plan_df = stable_source(build_scd2_plan(obs_df, select_tail(before_df, obs_df), batch_id=batch_id))
         is_batch = F.col("_origin") == "batch"
         # One job: the counts, and per currency the earliest from_ts (the first touched day).
         per_currency = (
@@ -355,14 +356,12 @@ class SilverBatchHandler:
         meta.new_versions = total["kept"]
         meta.unchanged = total["unchanged"]
         meta.duplicates = total["duplicate"]
-        touched_df = build_touched(plan_df).persist()
-        cached.append(touched_df)
+        touched_df = stable_source(build_touched(plan_df))
         earliest = min(r["from_ts"] for r in per_currency)
         if day_start(earliest) < bound:
             # A touched key's version began on a day before the bound: that whole day is touched.
             older_df = read_working_set(spark, path, version, currencies, day_start(earliest), until=bound)
-            before_df = before_df.unionByName(older_df.select(*SILVER_COLUMNS)).persist()
-            cached.append(before_df)
+            before_df = stable_source(before_df.unionByName(older_df.select(*SILVER_COLUMNS)))
             bound = day_start(earliest)
         window = self.settings.zscore_window
         short = [
@@ -375,10 +374,8 @@ class SilverBatchHandler:
             older_df = read_missing_history(
                 spark, path, version, short, versions_needed=window + 1, bound=bound
             ).select(*SILVER_COLUMNS)
-            before_df = before_df.unionByName(older_df).persist()
-            cached.append(before_df)
-        after_df = with_after_image(before_df, plan_df).persist()
-        cached.append(after_df)
+            before_df = stable_source(before_df.unionByName(older_df))
+        after_df = stable_source(with_after_image(before_df, plan_df))
         days = first_days([(r["vs_currency"], r["from_ts"]) for r in per_currency])
         image = WorkingSet(
             before_df=before_df,
@@ -414,11 +411,9 @@ def release(cached: Sequence[DataFrame]) -> None:
     """Unpersist ``cached`` (in the order they were persisted) newest first.
 
     Unpersisting a cached DataFrame makes Spark re-plan every cached DataFrame built on it whose
-    data is not loaded yet, and re-planning a Delta scan runs Spark jobs (its file filtering). The
-    batch's caches are a chain (checked rows -> silver tail -> SCD2 plan -> touched set), and the
-    touched set is never loaded when no stage reads it: released oldest first, that re-planning
-    cost 8 Spark jobs and ~3 s per batch (docs/BENCHMARKS.md). Newest first nothing depends on
-    what is released.
+    data is not loaded yet, and re-planning a Delta scan runs Spark jobs (its file filtering).
+    Newest first, nothing still cached depends on what is released. Only the checked rows are
+    cached now; the working set's frames are local checkpoints, which Spark drops with them.
     """
     for df in reversed(cached):
         df.unpersist()
