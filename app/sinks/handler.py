@@ -40,7 +40,7 @@ from app.sinks.compaction import compact_tables, compaction_due
 from app.sinks.context import BatchContext, Stage
 from app.sinks.delta_io import app_id_for, read_checkpoint_query_id, stable_source
 from app.sinks.metadata import BatchMetadata, write_metadata
-from app.sinks.parallel import run_writes
+from app.sinks.parallel import JOB_DESCRIPTION, run_writes
 from app.sinks.quarantine import to_quarantine_rows, write_quarantine
 from app.sinks.scd2 import (
     SILVER_COLUMNS,
@@ -217,7 +217,7 @@ class SilverBatchHandler:
         cached: list[DataFrame],
     ) -> None:
         rules = self.rules
-        with _timed(meta, "parse"):
+        with _timed(meta, "parse", spark):
             checked_df = (
                 parse_bronze(batch_df)
                 .transform(with_rule_checks, rules)
@@ -257,7 +257,7 @@ class SilverBatchHandler:
         image = None
         touched_df = spark.createDataFrame([], TOUCHED_DDL)
         if stats["min_ts"] is not None:
-            with _timed(meta, "working_set"):
+            with _timed(meta, "working_set", spark):
                 image, silver_write = self._working_set(
                     spark, valid_df, stats, batch_id, app_id, meta, cached
                 )
@@ -280,13 +280,13 @@ class SilverBatchHandler:
             for table in getattr(stage, "tables", ()):
                 ctx.ensure_table(table)
         if image is not None and any(getattr(s, "tables", ()) for s in self.stages):
-            with _timed(meta, "score"):
+            with _timed(meta, "score", spark):
                 ctx.scored()  # shared by the anomaly and gold stages, which run in parallel
         concurrent = [s for s in self.stages if not getattr(s, "after_writes", False)]
         for stage in concurrent:
             writes[_stage_name(stage)] = lambda s, stage=stage: dict(stage(replace(ctx, spark=s)) or {})
         stage_counts: dict[str, dict[str, int]] = {}
-        with _timed(meta, "writes"):
+        with _timed(meta, "writes", spark):
             results, write_ms = run_writes(spark, writes)
         meta.details["write_ms"] = write_ms
         for stage in concurrent:
@@ -296,12 +296,12 @@ class SilverBatchHandler:
         for stage in self.stages:
             if getattr(stage, "after_writes", False):
                 name = _stage_name(stage)
-                with _timed(meta, name):
+                with _timed(meta, name, spark):
                     stage_counts[name] = dict(stage(ctx) or {})
         if stage_counts:
             meta.details["stages"] = stage_counts
         if compaction_due(batch_id, self.settings.optimize_every_batches):
-            with _timed(meta, "optimize"):
+            with _timed(meta, "optimize", spark):
                 tables = [self.layout.table(name) for name in TABLE_NAMES]
                 meta.details["optimize"] = compact_tables(spark, tables, batch_id=batch_id)
 
@@ -420,12 +420,24 @@ def release(cached: Sequence[DataFrame]) -> None:
 
 
 @contextmanager
-def _timed(meta: BatchMetadata, step: str) -> Iterator[None]:
+def _timed(meta: BatchMetadata, step: str, spark: SparkSession | None = None) -> Iterator[None]:
+    """Time ``step`` into ``meta.durations_ms``; its Spark jobs are described ``batch N: step``.
+
+    The description is what the Spark UI and the status store show for each job (the concurrent
+    writes add their own name to it, :func:`app.sinks.parallel.run_writes`), so a batch's jobs can
+    be told apart per step (docs/BENCHMARKS.md).
+    """
+    sc = spark.sparkContext if spark is not None else None
+    previous = sc.getLocalProperty(JOB_DESCRIPTION) if sc is not None else None
+    if sc is not None:
+        sc.setJobDescription(f"batch {meta.batch_id}: {step}")
     start = time.monotonic()
     try:
         yield
     finally:
         meta.durations_ms[step] = meta.durations_ms.get(step, 0) + int((time.monotonic() - start) * 1000)
+        if sc is not None:
+            sc.setLocalProperty(JOB_DESCRIPTION, previous)  # type: ignore[arg-type]
 
 
 def _now() -> datetime:

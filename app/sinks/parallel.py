@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Write = Callable[["SparkSession"], Any]
+# The Spark local property behind ``SparkContext.setJobDescription`` (per thread, inherited).
+JOB_DESCRIPTION = "spark.job.description"
 
 
 def run_writes(spark: SparkSession, writes: Mapping[str, Write]) -> tuple[dict[str, Any], dict[str, int]]:
@@ -48,8 +50,13 @@ def run_writes(spark: SparkSession, writes: Mapping[str, Write]) -> tuple[dict[s
     errors: dict[str, BaseException] = {}
     durations: dict[str, int] = {}
 
+    sc = spark.sparkContext
+    described = sc.getLocalProperty(JOB_DESCRIPTION)
+
     def run(name: str, write: Write, session: SparkSession) -> None:
         start = time.monotonic()
+        if described and len(writes) > 1:  # each thread's jobs say which write they belong to
+            sc.setJobDescription(f"{described} > {name}")
         try:
             results[name] = write(session)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
