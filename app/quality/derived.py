@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
+from app.quality.parsing import finite_or_null
 from app.tables import TRACKED_COLUMNS
 
 if TYPE_CHECKING:
@@ -16,14 +17,17 @@ LARGE_CAP_MIN = 1e10
 MID_CAP_MIN = 1e9
 
 
-def safe_ratio(numerator: Column, denominator: Column) -> Column:
-    """``numerator / denominator``, NULL when either is NULL or the denominator is 0."""
-    return F.when(denominator != 0, F.try_divide(numerator, denominator))
+def safe_ratio(numerator: Column, denominator: Column, *, scale: float = 1.0) -> Column:
+    """``numerator / denominator * scale``, NULL when either is NULL, the denominator is 0 or the
+    result is not finite (finite inputs near 1e308 or 5e-324 can overflow to ±Infinity)."""
+    return finite_or_null(F.when(denominator != 0, F.try_divide(numerator, denominator)) * F.lit(scale))
 
 
 def with_price_volatility_24h(df: DataFrame, *, col_name: str = "price_volatility_24h") -> DataFrame:
     """``(high_24h - low_24h) / low_24h * 100``."""
-    return df.withColumn(col_name, safe_ratio(F.col("high_24h") - F.col("low_24h"), F.col("low_24h")) * 100)
+    return df.withColumn(
+        col_name, safe_ratio(F.col("high_24h") - F.col("low_24h"), F.col("low_24h"), scale=100.0)
+    )
 
 
 def with_market_cap_category(
@@ -53,17 +57,21 @@ def with_volume_to_market_cap_ratio(
 
 def with_supply_percentage(df: DataFrame, *, col_name: str = "supply_percentage") -> DataFrame:
     """``circulating_supply / max_supply * 100`` (NULL for coins without a max supply)."""
-    return df.withColumn(col_name, safe_ratio(F.col("circulating_supply"), F.col("max_supply")) * 100)
+    return df.withColumn(col_name, safe_ratio(F.col("circulating_supply"), F.col("max_supply"), scale=100.0))
 
 
 def with_distance_from_ath_pct(df: DataFrame, *, col_name: str = "distance_from_ath_pct") -> DataFrame:
     """``(ath - current_price) / ath * 100``."""
-    return df.withColumn(col_name, safe_ratio(F.col("ath") - F.col("current_price"), F.col("ath")) * 100)
+    return df.withColumn(
+        col_name, safe_ratio(F.col("ath") - F.col("current_price"), F.col("ath"), scale=100.0)
+    )
 
 
 def with_distance_from_atl_pct(df: DataFrame, *, col_name: str = "distance_from_atl_pct") -> DataFrame:
     """``(current_price - atl) / atl * 100``."""
-    return df.withColumn(col_name, safe_ratio(F.col("current_price") - F.col("atl"), F.col("atl")) * 100)
+    return df.withColumn(
+        col_name, safe_ratio(F.col("current_price") - F.col("atl"), F.col("atl"), scale=100.0)
+    )
 
 
 def with_derived_columns(df: DataFrame) -> DataFrame:
