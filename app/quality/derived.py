@@ -86,14 +86,27 @@ def with_derived_columns(df: DataFrame) -> DataFrame:
     )
 
 
-def row_hash(tracked_cols: tuple[str, ...] = TRACKED_COLUMNS) -> Column:
-    """SHA-256 of the tracked columns; null-safe (a NULL and a value hash differently)."""
+def without_negative_zero(col: Column) -> Column:
+    """``col`` with −0.0 replaced by 0.0 (they are equal, but their JSON text and hash differ)."""
+    return F.when(col == 0, F.lit(0.0)).otherwise(col)
+
+
+def row_hash(
+    tracked_cols: tuple[str, ...] = TRACKED_COLUMNS, *, float_cols: frozenset[str] = frozenset()
+) -> Column:
+    """SHA-256 of the tracked columns; null-safe (a NULL and a value hash differently).
+
+    ``float_cols`` (the DOUBLE/FLOAT ones) are hashed with −0.0 as 0.0, so a sign-only change of
+    zero never opens a new SCD2 version.
+    """
+    cols = [without_negative_zero(F.col(c)).alias(c) if c in float_cols else F.col(c) for c in tracked_cols]
     # to_json drops NULL fields, so {"a":null} and {"a":1} differ; field order is fixed.
-    return F.sha2(F.to_json(F.struct(*[F.col(c) for c in tracked_cols])), 256)
+    return F.sha2(F.to_json(F.struct(*cols)), 256)
 
 
 def with_row_hash(
     df: DataFrame, *, col_name: str = "row_hash", tracked_cols: tuple[str, ...] = TRACKED_COLUMNS
 ) -> DataFrame:
     """Add the SCD2 change-detection hash of ``tracked_cols``."""
-    return df.withColumn(col_name, row_hash(tracked_cols))
+    floats = frozenset(f.name for f in df.schema.fields if f.dataType.typeName() in ("double", "float"))
+    return df.withColumn(col_name, row_hash(tracked_cols, float_cols=floats))

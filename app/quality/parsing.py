@@ -74,8 +74,12 @@ def finite_or_null(col: Column) -> Column:
 
 
 def to_finite(col: Column) -> Column:
-    """Raw text to a finite DOUBLE: NULL when not numeric, NaN or ±Infinity (never raises)."""
-    return finite_or_null(parse_double(col))
+    """Raw text to a finite DOUBLE: NULL when not numeric, NaN or ±Infinity (never raises).
+
+    −0.0 becomes 0.0, so silver stores one zero.
+    """
+    value = finite_or_null(parse_double(col))
+    return F.when(value == 0, F.lit(0.0)).otherwise(value)
 
 
 def to_int(col: Column, *, lo: int = INT_MIN, hi: int = INT_MAX) -> Column:
