@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "stream",
     "run",
     "replay",
+    "quarantine_file",
     "verify",
     "status",
     "report",

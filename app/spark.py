@@ -96,6 +96,9 @@ def build_spark(
 
     active = SparkSession.getActiveSession()
     if active is not None and _on_databricks():
+        # The cluster's zone is whatever its admin set; metric days, buckets and row hashes
+        # (timestamps in to_json) must be UTC whatever the cluster says.
+        active.conf.set("spark.sql.session.timeZone", "UTC")
         return active
 
     major = java_major_version()

@@ -61,7 +61,7 @@ def collect_status(
 
     Returns:
         A JSON-able dict with the keys ``data_root``, ``generated_at``, ``bronze``, ``stream``,
-        ``batches``, ``tables``, ``ingest``, ``last_error`` and ``warehouse``.
+        ``batches``, ``tables``, ``quarantine_by_rule``, ``ingest``, ``last_error`` and ``warehouse``.
     """
     bronze = bronze_inventory(layout)
     stream = stream_progress(layout, bronze["paths"])
@@ -73,6 +73,9 @@ def collect_status(
     last_error: dict[str, Any] | None = None
     if spark is not None and "pipeline_metadata" in existing:
         batches, last_error = metadata_summary(spark, layout)
+    quarantine: dict[str, int] = {}
+    if spark is not None and "bronze_quarantine" in existing:
+        quarantine = quarantine_by_rule(spark, layout)
     status = {
         "data_root": layout.root,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -80,6 +83,7 @@ def collect_status(
         "stream": stream,
         "batches": batches,
         "tables": tables,
+        "quarantine_by_rule": quarantine,
         "ingest": ingest_summary(layout),
         "last_error": last_error,
         "warehouse": warehouse_summary(ledger_reader, stream, warehouse_reason),
@@ -217,6 +221,21 @@ def table_stats(spark: SparkSession, layout: Layout, existing: list[str]) -> dic
         out[name]["rows"] = int(row["rows"]) if row else 0
         out[name]["latest"] = _iso(row["latest"]) if row else None
     return out
+
+
+def quarantine_by_rule(spark: SparkSession, layout: Layout) -> dict[str, int]:
+    """Quarantined records per failed rule (a record failing two rules counts under both)."""
+    from pyspark.sql import functions as F
+
+    rows = (
+        spark.read.format("delta")
+        .load(layout.table("bronze_quarantine"))
+        .select(F.explode("failed_rules").alias("rule"))
+        .groupBy("rule")
+        .count()
+        .collect()
+    )
+    return {r["rule"]: int(r["count"]) for r in sorted(rows, key=lambda r: (-r["count"], r["rule"]))}
 
 
 def metadata_summary(spark: SparkSession, layout: Layout) -> tuple[dict[str, Any], dict[str, Any] | None]:

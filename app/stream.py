@@ -182,9 +182,7 @@ def run_stream(
         _await(query, timeout_seconds)
     error = query.exception()
     if error is not None:
-        raise StreamFailedError(
-            f"stream stopped by an error (the failed batch re-runs on restart): {root_cause(str(error))}"
-        )
+        raise StreamFailedError(failure_message(root_cause(str(error)), handler.failed_files))
     result = StreamResult(
         query_id=str(query.id), app_id=handler.app_id or "", run_id=run_id, batches=handler.results
     )
@@ -192,6 +190,24 @@ def run_stream(
         logger, "stream.finished", query_id=query.id, batches=len(result.batches), records=result.records_read
     )
     return result
+
+
+QUARANTINE_FILE_COMMAND = "coinlake quarantine-file PATH --reason TEXT"
+MAX_FILES_NAMED = 10
+
+
+def failure_message(cause: str, files: Sequence[str]) -> str:
+    """One line saying why the stream stopped, which bronze files the failed batch read, and how to
+    set one aside when the failure is in the data (it repeats on every restart)."""
+    message = f"stream stopped by an error (the failed batch re-runs on restart): {cause}"
+    if not files:
+        return message
+    named = ", ".join(files[:MAX_FILES_NAMED])
+    more = f" and {len(files) - MAX_FILES_NAMED} more" if len(files) > MAX_FILES_NAMED else ""
+    return (
+        f"{message}; bronze file(s) of the failed batch: {named}{more}; if it fails again on restart "
+        f"(a data problem), set the file aside with: {QUARANTINE_FILE_COMMAND}"
+    )
 
 
 def _await(query: StreamingQuery, timeout_seconds: float | None) -> None:

@@ -131,3 +131,21 @@ def test_build_spark_turns_adaptive_execution_off(spark):
         assert session.conf.get("spark.sql.adaptive.enabled") == "false"
     finally:
         spark.conf.set("spark.sql.adaptive.enabled", "false")
+
+
+def test_build_spark_forces_utc_on_a_reused_databricks_session(monkeypatch):
+    class FakeConf:
+        def __init__(self):
+            self.values = {"spark.sql.session.timeZone": "America/Los_Angeles"}
+
+        def set(self, key, value):
+            self.values[key] = value
+
+    class FakeSession:
+        conf = FakeConf()
+
+    session = FakeSession()
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")
+    monkeypatch.setattr("pyspark.sql.SparkSession.getActiveSession", staticmethod(lambda: session))
+    assert spark_mod.build_spark() is session
+    assert session.conf.values["spark.sql.session.timeZone"] == "UTC"

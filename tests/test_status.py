@@ -151,6 +151,8 @@ def test_collect_status_counts_delta_tables_and_finds_last_batch_and_error(spark
     assert status["batches"]["last_batch_id"] == 7  # progress rows are not batches
     assert status["last_error"]["message"] == "warehouse unreachable"
     assert "320 rows" in format_status(status)
+    assert status["quarantine_by_rule"] == {"price_not_negative": 4}
+    assert "price_not_negative" in format_status(status).split("quarantined by rule", 1)[1]
 
 
 def test_status_command_prints_json_for_an_empty_root(tmp_path, capsys, monkeypatch):

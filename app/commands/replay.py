@@ -11,6 +11,7 @@ from app.errors import ConfigError
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+    from app.config import Settings
     from app.paths import Layout
 
 # pipeline_metadata is the run history (ingest cycles too), so a replay keeps it.
@@ -57,10 +58,25 @@ def _replay(args: argparse.Namespace) -> int:
     from app.commands.stream import summary_line
     from app.stream import run_stream
 
-    settings = settings_from_args(args)
+    settings = replay_settings(settings_from_args(args))
     layout = layout_of(settings)
     spark = spark_from_settings(settings, app_name="coinlake-replay")
     for path in drop_derived_state(spark, layout):
         print(f"replay: deleted {path}")
     print(summary_line(run_stream(spark, settings, layout, trigger="available-now")))
     return 0
+
+
+def replay_settings(settings: Settings) -> Settings:
+    """The settings of a replay: every bronze date folder is listed, whatever the lookback.
+
+    ``COINLAKE_BRONZE_LOOKBACK_DAYS`` bounds what a long-running stream lists; a replay that
+    honoured it would rebuild only the last days, so older history would vanish from Delta while
+    staying in the warehouse.
+    """
+    if settings.bronze_lookback_days:
+        print(
+            f"replay: reading all of bronze (COINLAKE_BRONZE_LOOKBACK_DAYS="
+            f"{settings.bronze_lookback_days} applies to the stream, not to a replay)"
+        )
+    return settings.model_copy(update={"bronze_lookback_days": 0})

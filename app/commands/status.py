@@ -122,6 +122,10 @@ def format_status(status: dict[str, Any]) -> str:
             latest = info["latest"] or "-"
             detail = f"{info['rows']:>9} rows  latest {info['latest_column']} {latest}"
         lines.append(f"  {name:<20} {detail}")
+    by_rule = status.get("quarantine_by_rule") or {}
+    if by_rule:
+        lines += ["", "quarantined by rule"]
+        lines += [f"  {rule:<32} {count:>9}" for rule, count in by_rule.items()]
     ingest = status["ingest"]
     lines.append("")
     if ingest["cycles"] == 0:

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from app.quality.parsing import finite_or_null
 from app.tables import SILVER_KEYS
 
 PRICE_RETURN_METRIC = "price_return"
@@ -45,7 +46,8 @@ def log_return(price: Column, previous_price: Column) -> Column:
         A DOUBLE column, NULL when either price is NULL, zero or negative.
     """
     ok = (price > 0) & (previous_price > 0)
-    return F.when(ok, F.log(price / previous_price))
+    # 1e308 / 5e-324 overflows to Infinity: no return rather than an infinite one.
+    return finite_or_null(F.when(ok, F.log(price / previous_price)))
 
 
 def with_price_return(
@@ -132,7 +134,9 @@ def with_rolling_zscore(
         .withColumn(count_col, F.count(value).over(frame).cast("int"))
         .withColumn(
             f"{prefix}_zscore",
-            F.when(scorable, (value - F.col(mean_col)) / F.col(std_col)),
+            # Window sums of values near 1e308 overflow (mean/stddev Infinity or NaN): such a
+            # z-score is meaningless and is never stored or alerted.
+            finite_or_null(F.when(scorable, (value - F.col(mean_col)) / F.col(std_col))),
         )
     )
 

@@ -19,7 +19,17 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from app.errors import DataQualityError
-from app.quality.parsing import INT_FIELDS, NUMERIC_FIELDS, TIMESTAMP_FIELDS
+from app.quality.parsing import (
+    INT_FIELDS,
+    MAX_KEY_CHARS,
+    MAX_NAME_CHARS,
+    MAX_SINK_TIME,
+    MIN_SINK_TIME,
+    NUMERIC_FIELDS,
+    TIMESTAMP_FIELDS,
+    parse_double,
+    parse_timestamp,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -106,7 +116,7 @@ def is_not_in_future(
     )
 
 
-def is_plain_text(col_name: str) -> Column:
+def is_plain_text(col_name: str, *, label: str | None = None) -> Column:
     """``col_name`` must be plain text, not a JSON object or array sent where a scalar belongs.
 
     Raw fields are read as strings, so ``"id": {"x": 1}`` arrives as the text ``{"x":1}``; as a
@@ -116,7 +126,7 @@ def is_plain_text(col_name: str) -> Column:
     bad = col.startswith("{") | col.startswith("[")
     return F.when(
         F.coalesce(bad, F.lit(False)),
-        F.concat(F.lit(f"{col_name} must be text, found a JSON value "), F.substring(col, 1, 100)),
+        F.concat(F.lit(f"{label or col_name} must be text, found a JSON value "), F.substring(col, 1, 100)),
     )
 
 
@@ -143,13 +153,24 @@ def is_not_greater(left: str, right: str) -> Column:
     )
 
 
+def _raw_text(raw: str) -> Column:
+    return F.coalesce(F.substring(F.col("_raw")[raw], 1, 100), F.lit("NULL"))
+
+
+def _loose(raw: str) -> Column:
+    """The raw field converted without bounds (a number incl. NaN/±Infinity, any Spark timestamp)."""
+    col = F.col("_raw")[raw]
+    return parse_timestamp(col) if raw in TIMESTAMP_FIELDS else parse_double(col)
+
+
 def has_valid_types(fields: dict[str, str] | None = None) -> Column:
-    """Every raw field that is present must convert to its type (a number, an ISO timestamp)."""
+    """Every raw field that is present must convert to its type (a number, an ISO timestamp).
+
+    Values of the right type that a sink cannot hold (NaN, ±Infinity, out-of-range ranks and
+    dates) are not type errors; :func:`is_representable` names them.
+    """
     fields = fields or TYPED_FIELDS
-    bad = [
-        F.when(F.col("_raw")[raw].isNotNull() & F.col(typed).isNull(), F.lit(raw))
-        for raw, typed in fields.items()
-    ]
+    bad = [F.when(F.col("_raw")[raw].isNotNull() & _loose(raw).isNull(), F.lit(raw)) for raw in fields]
     names = F.array_compact(F.array(*bad))
     return F.when(
         F.size(names) > 0,
@@ -157,16 +178,100 @@ def has_valid_types(fields: dict[str, str] | None = None) -> Column:
     )
 
 
+def is_representable(raw: str, col_name: str, expected: str) -> Column:
+    """A raw value of the right type must fit ``col_name`` (parsing made it NULL when it did not).
+
+    E.g. ``NaN``/``Infinity`` for a DOUBLE, ``3e9`` for an INT rank, a year-1 date for a timestamp
+    the warehouse (pandas nanoseconds) cannot hold.
+
+    Args:
+        raw: the raw field in ``_raw``.
+        col_name: the typed column.
+        expected: what was expected, for the message.
+    """
+    bad = _loose(raw).isNotNull() & F.col(col_name).isNull()
+    return F.when(
+        F.coalesce(bad, F.lit(False)),
+        F.concat(F.lit(f"{col_name} must be {expected}, found "), _raw_text(raw)),
+    )
+
+
+def is_short_text(raw: str, col_name: str, *, max_chars: int) -> Column:
+    """The raw text field must be at most ``max_chars`` characters long."""
+    bad = F.length(F.col("_raw")[raw]) > max_chars
+    return F.when(
+        F.coalesce(bad, F.lit(False)),
+        F.concat(
+            F.lit(f"{col_name} must be at most {max_chars} characters, found "),
+            F.length(F.col("_raw")[raw]).cast("string"),
+        ),
+    )
+
+
+def is_sink_time(col_name: str, *, raw_col: str) -> Column:
+    """A raw envelope time (``raw_col``) must parse to a time the sinks hold (``col_name`` not NULL)."""
+    bad = parse_timestamp(F.col(raw_col)).isNotNull() & F.col(col_name).isNull()
+    return F.when(
+        F.coalesce(bad, F.lit(False)),
+        F.concat(
+            F.lit(f"{col_name} must be in [{MIN_SINK_TIME}, {MAX_SINK_TIME}), found "),
+            F.substring(F.col(raw_col), 1, 100),
+        ),
+    )
+
+
+# Numeric fields whose non-finite or out-of-range value quarantines the record: the price and the
+# amounts that drive categories, gold sums and z-scores. Every other field is set to NULL (warn).
+QUARANTINE_NUMBERS = ("current_price", "market_cap", "total_volume")
+QUARANTINE_TIMES = ("last_updated",)
+
+
+def representation_rules() -> list[Rule]:
+    """One rule per typed field for values of the right type that no sink can hold (see README)."""
+    finite = "a finite number (not NaN or Infinity)"
+    when = f"a time in [{MIN_SINK_TIME}, {MAX_SINK_TIME})"
+    rules = [
+        Rule(
+            f"{col}_not_finite",
+            is_representable(raw, col, finite),
+            "quarantine" if col in QUARANTINE_NUMBERS else "warn",
+        )
+        for raw, col in NUMERIC_FIELDS.items()
+    ]
+    rules += [
+        Rule(f"{col}_out_of_range", is_representable(raw, col, "an integer in [-2^31, 2^31-1]"), "warn")
+        for raw, col in INT_FIELDS.items()
+    ]
+    rules += [
+        Rule(
+            f"{col}_out_of_range",
+            is_representable(raw, col, when),
+            "quarantine" if col in QUARANTINE_TIMES else "warn",
+        )
+        for raw, col in TIMESTAMP_FIELDS.items()
+    ]
+    rules.append(
+        Rule("extracted_at_out_of_range", is_sink_time("extracted_at", raw_col="_fetched_at_text"), "warn")
+    )
+    return rules
+
+
 def default_rules(*, max_future_seconds: int = 86400) -> list[Rule]:
-    """The default expectations of the issue: key fields, prices, amounts, times, high/low."""
+    """The default expectations of the issue: key fields, prices, amounts, times, high/low.
+
+    The table of fields, rules and actions is in the README ("Expectations").
+    """
     return [
         Rule("unparseable", unparseable(), "quarantine", record_level=False),
         Rule("wrong_type", has_valid_types()),
+        *representation_rules(),
         Rule("coin_id_is_null", is_not_null("coin_id")),
         Rule("vs_currency_is_null", is_not_null("vs_currency")),
         Rule("symbol_is_null", is_not_null("symbol")),
         Rule("coin_id_not_text", is_plain_text("coin_id")),
         Rule("symbol_not_text", is_plain_text("symbol")),
+        Rule("coin_id_too_long", is_short_text("id", "coin_id", max_chars=MAX_KEY_CHARS)),
+        Rule("symbol_too_long", is_short_text("symbol", "symbol", max_chars=MAX_KEY_CHARS)),
         Rule("last_updated_is_null", is_not_null("last_updated")),
         Rule("current_price_not_positive", is_positive_finite("current_price")),
         Rule("market_cap_negative", is_not_negative("market_cap")),
@@ -176,6 +281,8 @@ def default_rules(*, max_future_seconds: int = 86400) -> list[Rule]:
         ),
         Rule("last_updated_too_old", is_not_before("last_updated", EARLIEST_MARKET_TIME)),
         Rule("low_24h_above_high_24h", is_not_greater("low_24h", "high_24h")),
+        Rule("name_not_text", is_plain_text("_raw.name", label="name"), "warn"),
+        Rule("name_too_long", is_short_text("name", "name", max_chars=MAX_NAME_CHARS), "warn"),
         Rule("name_is_null", is_not_null("name"), "warn"),
         Rule("market_cap_rank_is_null", is_not_null("market_cap_rank"), "warn"),
     ]

@@ -40,16 +40,71 @@ TIMESTAMP_FIELDS = {"ath_date": "ath_date", "atl_date": "atl_date", "last_update
 INT_FIELDS = {"market_cap_rank": "market_cap_rank"}
 # Raw text kept for a file-level quarantine row is capped: an HTML error page can be large.
 MAX_RAW_FILE_CHARS = 20000
+# The narrowest time range of the sinks: pandas' nanosecond timestamps (1677-09-21 to 2262-04-11),
+# which the warehouse load goes through; Spark and Snowflake hold years 1 to 9999. A time outside
+# it becomes NULL here (and an expectation says so) instead of failing the load.
+MIN_SINK_TIME = "1677-09-22T00:00:00Z"
+MAX_SINK_TIME = "2262-04-11T00:00:00Z"
+# INT bounds for market_cap_rank (Spark INT, Snowflake NUMBER(38,0)).
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+# Longest text kept in a record's text columns: a key is a short slug; a name is short text.
+MAX_KEY_CHARS = 200
+MAX_NAME_CHARS = 1000
 
 
 def parse_timestamp(col: Column) -> Column:
-    """ISO-8601 text (``2026-11-25T19:48:06.123Z``, with or without ms, ``Z`` or an offset) to a UTC timestamp; NULL if unparseable."""
+    """ISO-8601 text (``2026-11-25T19:48:06.123Z``, with or without ms, ``Z`` or an offset) to a UTC timestamp; NULL if unparseable.
+
+    Any year Spark holds (1 to 9999) comes back; :func:`to_sink_timestamp` bounds it.
+    """
     return F.trim(col).try_cast("timestamp")
 
 
 def parse_double(col: Column) -> Column:
-    """A JSON number (int or float, or a numeric string) to DOUBLE; NULL if not numeric."""
+    """A JSON number (int or float, or a numeric string) to DOUBLE; NULL if not numeric.
+
+    NaN and ±Infinity (JSON literals or strings) come back as such; :func:`to_finite` drops them.
+    """
     return F.trim(col).try_cast("double")
+
+
+def finite_or_null(col: Column) -> Column:
+    """``col`` when it is a finite number, else NULL (NaN and ±Infinity become NULL)."""
+    return F.when(~F.isnan(col) & (F.abs(col) != F.lit(float("inf"))), col)
+
+
+def to_finite(col: Column) -> Column:
+    """Raw text to a finite DOUBLE: NULL when not numeric, NaN or ±Infinity (never raises).
+
+    −0.0 becomes 0.0, so silver stores one zero.
+    """
+    value = finite_or_null(parse_double(col))
+    return F.when(value == 0, F.lit(0.0)).otherwise(value)
+
+
+def to_int(col: Column, *, lo: int = INT_MIN, hi: int = INT_MAX) -> Column:
+    """Raw text to INT: NULL when not numeric, NaN, infinite or outside ``[lo, hi]``.
+
+    A plain ``.cast("int")`` of a double raises ``CAST_OVERFLOW`` under ANSI mode (3e9, NaN); the
+    bounds check comes first, so the cast can never overflow. Fractions are truncated.
+    """
+    value = parse_double(col)
+    # NaN compares greater than every number in Spark, so it fails ``<= hi``.
+    return F.when((value >= F.lit(float(lo))) & (value <= F.lit(float(hi))), value.cast("int"))
+
+
+def to_sink_timestamp(col: Column, *, earliest: str = MIN_SINK_TIME, latest: str = MAX_SINK_TIME) -> Column:
+    """Raw ISO text to a timestamp every sink can hold: NULL when unparseable or outside the range."""
+    ts = parse_timestamp(col)
+    lo, hi = F.lit(earliest).cast("timestamp"), F.lit(latest).cast("timestamp")
+    return F.when((ts >= lo) & (ts < hi), ts)
+
+
+def to_text(col: Column, *, max_chars: int) -> Column:
+    """Raw text, trimmed; NULL when longer than ``max_chars`` or a JSON object/array (not text)."""
+    text = F.trim(col)
+    nested = F.ltrim(col).startswith("{") | F.ltrim(col).startswith("[")
+    return F.when(~nested & (F.length(text) <= max_chars), text)
 
 
 def with_envelope(df: DataFrame, *, text_col: str = "value") -> DataFrame:
@@ -141,15 +196,17 @@ def with_typed_columns(df: DataFrame) -> DataFrame:
         F.col("file_error"),
         F.when(~F.coalesce(is_object, F.lit(False)), F.lit("record is not a JSON object")),
     )
+    # Every conversion is total: a value that does not fit becomes NULL, and the expectations
+    # (app.quality.expectations) compare with the raw text to name what happened.
     typed = [
         F.trim(raw["id"]).alias("coin_id"),
         F.col("vs_currency"),
         F.trim(raw["symbol"]).alias("symbol"),
-        raw["name"].alias("name"),
+        to_text(raw["name"], max_chars=MAX_NAME_CHARS).alias("name"),
     ]
     for name in ("current_price", "market_cap"):
-        typed.append(parse_double(raw[NUMERIC_FIELDS[name]]).alias(name))
-    typed.append(parse_double(raw["market_cap_rank"]).cast("int").alias("market_cap_rank"))
+        typed.append(to_finite(raw[NUMERIC_FIELDS[name]]).alias(name))
+    typed.append(to_int(raw["market_cap_rank"]).alias("market_cap_rank"))
     for name in (
         "total_volume",
         "high_24h",
@@ -161,19 +218,26 @@ def with_typed_columns(df: DataFrame) -> DataFrame:
         "max_supply",
         "ath",
     ):
-        typed.append(parse_double(raw[name]).alias(name))
+        typed.append(to_finite(raw[name]).alias(name))
     typed += [
-        parse_timestamp(raw["ath_date"]).alias("ath_date"),
-        parse_double(raw["atl"]).alias("atl"),
-        parse_timestamp(raw["atl_date"]).alias("atl_date"),
-        parse_timestamp(raw["last_updated"]).alias("last_updated"),
-        parse_timestamp(F.col("fetched_at_text")).alias("extracted_at"),
+        to_sink_timestamp(raw["ath_date"]).alias("ath_date"),
+        to_finite(raw["atl"]).alias("atl"),
+        to_sink_timestamp(raw["atl_date"]).alias("atl_date"),
+        to_sink_timestamp(raw["last_updated"]).alias("last_updated"),
+        to_sink_timestamp(F.col("fetched_at_text")).alias("extracted_at"),
         F.col("source_file"),
     ]
     return df.withColumn(
         "_raw",
         F.when(is_object & F.col("file_error").isNull(), F.from_json(F.col("raw_record"), RAW_RECORD_DDL)),
-    ).select(*typed, "record_index", "raw_record", parse_error.alias("parse_error"), "_raw")
+    ).select(
+        *typed,
+        "record_index",
+        "raw_record",
+        parse_error.alias("parse_error"),
+        "_raw",
+        F.col("fetched_at_text").alias("_fetched_at_text"),
+    )
 
 
 def parse_bronze(df: DataFrame, *, text_col: str = "value") -> DataFrame:

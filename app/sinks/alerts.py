@@ -62,19 +62,43 @@ def post_alerts(
     Returns:
         Counts of sent and failed alerts.
     """
+    results = deliver_each(
+        url,
+        payloads,
+        session=session,
+        budget_seconds=budget_seconds,
+        max_attempts=max_attempts,
+        backoff_seconds=backoff_seconds,
+        clock=clock,
+        sleep=sleep,
+    )
+    return AlertOutcome(sent=sum(results), failed=len(results) - sum(results))
+
+
+def deliver_each(
+    url: str,
+    payloads: Sequence[Mapping[str, Any]],
+    *,
+    session: requests.Session | None = None,
+    budget_seconds: float = 3.0,
+    max_attempts: int = 3,
+    backoff_seconds: float = 0.2,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[bool]:
+    """:func:`post_alerts`, saying per payload whether it was delivered (for the outbox)."""
     if not payloads:
-        return AlertOutcome()
+        return []
     http = session or requests.Session()
     deadline = clock() + budget_seconds
-    sent = failed = 0
-    for payload in payloads:
-        if _post_one(http, url, payload, deadline, max_attempts, backoff_seconds, clock, sleep):
-            sent += 1
-        else:
-            failed += 1
+    results = [
+        _post_one(http, url, payload, deadline, max_attempts, backoff_seconds, clock, sleep)
+        for payload in payloads
+    ]
+    failed = len(results) - sum(results)
     if failed:
-        log_event(logger, "alerts.failed", level=logging.WARNING, failed=failed, sent=sent)
-    return AlertOutcome(sent=sent, failed=failed)
+        log_event(logger, "alerts.failed", level=logging.WARNING, failed=failed, sent=sum(results))
+    return results
 
 
 def _post_one(

@@ -7,7 +7,9 @@ changed numbers, delete rows no longer flagged. The range is open-ended because 
 re-scores the ``W`` observations after it. For in-order data the change is only inserts, written as
 an append; otherwise ONE MERGE. Both are idempotent per ``(app_id, batch_id)``, and the difference
 does not depend on the table, so a re-run of a committed batch computes the same change, which
-Delta skips, and alerts again at most once more (alerts are at least once).
+Delta skips. Alerts go through an outbox (:mod:`app.sinks.outbox`): stored as pending before the
+commit, delivered after it and marked, so a crash between the two loses none (at least once), and
+an alert is sent once per key, metric and time.
 
 The stage does not read ``crypto_anomalies``: a table that drifted from silver stays drifted until
 ``coinlake verify --repair``.
@@ -16,6 +18,7 @@ The stage does not read ``crypto_anomalies``: a table that drifted from silver s
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,9 +27,10 @@ from pyspark.sql import functions as F
 from app.faults import crash_point
 from app.logs import log_event
 from app.quality.anomalies import ANOMALY_KEYS, ANOMALY_VALUE_COLUMNS
-from app.sinks.alerts import post_alerts
+from app.sinks.alerts import deliver_each
 from app.sinks.delta_io import append_idempotent, batch_marker, marked_commit, stable_source
 from app.sinks.derive import anomaly_rows
+from app.sinks.outbox import AlertOutbox
 from app.sinks.range_merge import merge_staged, stage_replacement
 from app.sinks.touched import sql_str, sql_ts
 
@@ -66,6 +70,7 @@ def replace_anomalies(
     earliest: str,
     app_id: str,
     batch_id: int,
+    before_commit: Callable[[list[dict[str, Any]]], object] | None = None,
 ) -> AnomalyChanges:
     """Apply a staged difference to ``crypto_anomalies``: an append when it only inserts, else ONE MERGE.
 
@@ -77,6 +82,7 @@ def replace_anomalies(
         earliest: the earliest ``from_ts`` (UTC text; bounds the target scan by time).
         app_id: idempotence app id of the stream.
         batch_id: the micro-batch id (Delta transaction version).
+        before_commit: called with the inserted rows before the commit (the alert outbox).
 
     Returns:
         The difference applied; empty when a commit of this batch is already in the table (a
@@ -94,6 +100,8 @@ def replace_anomalies(
             .collect()
         )
         actions = {r["_action"] for r in rows}
+        if before_commit is not None:
+            before_commit([_row_dict(r) for r in rows if r["_action"] == "insert"])
         if actions == {"insert"}:
             # Only new rows (in-order data): a blind append commits in one cheap job.
             append_idempotent(staged_df.drop("_action"), anomalies_path, app_id, batch_id, marked=True)
@@ -166,6 +174,8 @@ def anomalies_stage(ctx: BatchContext) -> dict[str, int]:
         0,
     )
     image = ctx.image
+    url = ctx.settings.alert_webhook_url
+    outbox = AlertOutbox(f"{ctx.layout.root}/alerts") if url is not None else None
     if image is not None:
         fresh_df, staged_df = anomaly_change(ctx)
         ctx.outputs[ANOMALIES_TABLE] = fresh_df
@@ -177,6 +187,7 @@ def anomalies_stage(ctx: BatchContext) -> dict[str, int]:
             earliest=image.earliest,
             app_id=ctx.app_id,
             batch_id=ctx.batch_id,
+            before_commit=None if outbox is None else lambda rows: _store_alerts(ctx, outbox, rows),
         )
         counts.update(
             anomalies_added=len(changes.added),
@@ -184,24 +195,29 @@ def anomalies_stage(ctx: BatchContext) -> dict[str, int]:
             anomalies_removed=changes.removed,
         )
         counts.update(_alert(ctx, changes.added))
+    if outbox is not None and url is not None:
+        # Every pending alert, this batch's and any a crash left behind (at least once).
+        sent, left = outbox.deliver(lambda payloads: deliver_each(url.get_secret_value(), payloads))
+        counts.update(alerts_sent=sent, alerts_failed=left)
     log_event(logger, "anomalies.done", batch_id=ctx.batch_id, run_id=ctx.run_id, **counts)
     crash_point("after_anomalies")
     return counts
 
 
 def _alert(ctx: BatchContext, added: list[dict[str, Any]]) -> dict[str, int]:
-    """Log each newly flagged anomaly (up to a cap) and POST it to the webhook when one is set."""
+    """Log each newly flagged anomaly (up to a cap); the outbox delivers them to the webhook."""
     shown = added[:MAX_ALERTS_PER_BATCH]
     for row in shown:
         log_event(logger, "anomaly.flagged", level=logging.WARNING, batch_id=ctx.batch_id, **row)
     suppressed = len(added) - len(shown)
     if suppressed:
         log_event(logger, "anomaly.flagged.suppressed", batch_id=ctx.batch_id, suppressed=suppressed)
-    url = ctx.settings.alert_webhook_url
-    if url is None or not shown:
-        return {"alerts_suppressed": suppressed}
-    outcome = post_alerts(url.get_secret_value(), [_alert_payload(r, ctx) for r in shown])
-    return {"alerts_sent": outcome.sent, "alerts_failed": outcome.failed, "alerts_suppressed": suppressed}
+    return {"alerts_suppressed": suppressed}
+
+
+def _store_alerts(ctx: BatchContext, outbox: AlertOutbox, added: list[dict[str, Any]]) -> None:
+    """Store the batch's alerts as pending, before its anomalies are committed."""
+    outbox.add(_alert_payload(r, ctx) for r in added[:MAX_ALERTS_PER_BATCH])
 
 
 anomalies_stage.tables = (ANOMALIES_TABLE,)  # type: ignore[attr-defined]

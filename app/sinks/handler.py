@@ -41,7 +41,12 @@ from app.sinks.context import BatchContext, Stage
 from app.sinks.delta_io import app_id_for, read_checkpoint_query_id, stable_source
 from app.sinks.metadata import BatchMetadata, write_metadata
 from app.sinks.parallel import JOB_DESCRIPTION, run_writes
-from app.sinks.quarantine import to_quarantine_rows, write_quarantine
+from app.sinks.quarantine import (
+    operator_quarantined_files,
+    to_quarantine_rows,
+    without_files,
+    write_quarantine,
+)
 from app.sinks.scd2 import (
     SILVER_COLUMNS,
     MergeScope,
@@ -131,6 +136,8 @@ class SilverBatchHandler:
         self.on_batch = on_batch
         self._tables_ready = False
         self._ensured: set[str] = set()  # tables the stages have ensured during this run
+        self.skip_files: frozenset[str] = frozenset()  # set aside by `coinlake quarantine-file`
+        self.failed_files: list[str] = []  # the bronze files of the last failed batch
 
     def __call__(self, batch_df: DataFrame, batch_id: int) -> None:
         self.process(batch_df, batch_id)
@@ -145,6 +152,7 @@ class SilverBatchHandler:
         if not self._tables_ready:
             for name in (SILVER, QUARANTINE, METADATA):
                 ensure_table(spark, name, self.layout.table(name))
+            self.skip_files = operator_quarantined_files(spark, self.layout.table(QUARANTINE))
             self._tables_ready = True
 
     def process(self, batch_df: DataFrame, batch_id: int) -> BatchMetadata:
@@ -174,6 +182,7 @@ class SilverBatchHandler:
             meta.status = "failed"
             meta.error_message = f"{type(exc).__name__}: {exc}"[:4000]
             meta.finished_at = _now()
+            self.failed_files = _batch_files(batch_df)
             try:
                 write_metadata(spark, meta, self.layout.table(METADATA), idempotent=False)
             except Exception:  # the original error matters more than the bookkeeping
@@ -220,6 +229,7 @@ class SilverBatchHandler:
         with _timed(meta, "parse", spark):
             checked_df = (
                 parse_bronze(batch_df)
+                .transform(without_files, self.skip_files)
                 .transform(with_rule_checks, rules)
                 .transform(with_errors, rules)
                 .persist()
@@ -401,6 +411,17 @@ class SilverBatchHandler:
             crash_point("after_silver_merge")
 
         return image, merge_silver
+
+
+def _batch_files(batch_df: DataFrame) -> list[str]:
+    """The bronze files of a batch (for the failure message); empty if they cannot be listed."""
+    from app.sources.bronze import batch_input_files
+
+    try:
+        return sorted(batch_input_files(batch_df))
+    except Exception:  # the original error matters more than the file list
+        logger.warning("batch.files_unavailable", exc_info=True)
+        return []
 
 
 def _stage_name(stage: Stage) -> str:

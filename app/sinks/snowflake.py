@@ -109,6 +109,11 @@ class TargetTable:
     keep_on_update: tuple[str, ...] = ()
     """Columns an upsert writes on insert only, as the Delta table's MERGE does (e.g. the batch that
     first flagged an anomaly), so the mirror need not know their stored values to update a row."""
+    nullable_key: tuple[str, ...] = ()
+    """Key columns that may be NULL in Delta (matched null-safely, like Delta's ``<=>``): the rows
+    are mirrored, not dropped."""
+    latest_by: tuple[str, ...] = ()
+    """Columns ordering the rows of one key, latest last: the one kept when Delta holds several."""
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -116,9 +121,14 @@ class TargetTable:
 
 
 def _target(
-    name: str, delta: str, key: tuple[str, ...], rule: RangeRule | None, keep: tuple[str, ...] = ()
+    name: str,
+    delta: str,
+    key: tuple[str, ...],
+    rule: RangeRule | None,
+    keep: tuple[str, ...] = (),
+    **options: tuple[str, ...],
 ) -> TargetTable:
-    return TargetTable(name, delta, spark_ddl_columns(TABLE_SCHEMAS[delta]), key, rule, keep)
+    return TargetTable(name, delta, spark_ddl_columns(TABLE_SCHEMAS[delta]), key, rule, keep, **options)
 
 
 _KEY = ("COIN_ID", "VS_CURRENCY")
@@ -141,6 +151,8 @@ TARGETS: tuple[TargetTable, ...] = (
         "gold_crypto_metrics",
         ("METRIC_DATE", "VS_CURRENCY", "MARKET_CAP_CATEGORY"),
         RangeRule(("VS_CURRENCY",), "METRIC_DATE", "date"),
+        # Coins without a market cap have a NULL category: a gold row of its own in Delta.
+        nullable_key=("MARKET_CAP_CATEGORY",),
     ),
     _target(
         "GOLD_COIN_OHLC",
@@ -148,7 +160,14 @@ TARGETS: tuple[TargetTable, ...] = (
         (*_KEY, "INTERVAL", "BUCKET_START"),
         RangeRule(_KEY, "BUCKET_START", "bucket"),
     ),
-    _target("PIPELINE_METADATA", "pipeline_metadata", ("APP_ID", "KIND", "BATCH_ID"), None),
+    # A batch that failed and then succeeded has two Delta rows; the mirror keeps the latest.
+    _target(
+        "PIPELINE_METADATA",
+        "pipeline_metadata",
+        ("APP_ID", "KIND", "BATCH_ID"),
+        None,
+        latest_by=("FINISHED_AT", "STARTED_AT"),
+    ),
 )
 LEDGER_COLUMNS: tuple[tuple[str, str], ...] = (
     ("APP_ID", "VARCHAR"),
@@ -199,8 +218,12 @@ def build_drop_sql(staging: str) -> str:
     return f"DROP TABLE IF EXISTS {quote_ident(staging)}"
 
 
-def _key_match(key: Sequence[str], left: str, right: str) -> str:
-    return " AND ".join(f"{left}.{quote_ident(k)} = {right}.{quote_ident(k)}" for k in key)
+def _key_match(key: Sequence[str], left: str, right: str, nullable: Sequence[str] = ()) -> str:
+    """Key equality; null-safe (``IS NOT DISTINCT FROM``, Delta's ``<=>``) for ``nullable`` columns."""
+    return " AND ".join(
+        f"{left}.{quote_ident(k)} {'IS NOT DISTINCT FROM' if k in nullable else '='} {right}.{quote_ident(k)}"
+        for k in key
+    )
 
 
 def _range_predicate(rule: RangeRule) -> str:
@@ -223,7 +246,7 @@ def build_delete_sql(target: TargetTable, staging: str, touched: str) -> str:
         f"DELETE FROM {quote_ident(target.name)} t"
         f" WHERE EXISTS (SELECT 1 FROM {quote_ident(touched)} r WHERE {_range_predicate(target.replaces)})"
         f" AND NOT EXISTS (SELECT 1 FROM {quote_ident(staging)} s"
-        f" WHERE {_key_match(target.key, 't', 's')})"
+        f" WHERE {_key_match(target.key, 't', 's', target.nullable_key)})"
     )
 
 
@@ -233,7 +256,7 @@ def build_merge_sql(target: TargetTable, staging: str) -> str:
     updates = [c for c in cols if c not in target.key and c not in target.keep_on_update]
     return (
         f"MERGE INTO {quote_ident(target.name)} t USING {quote_ident(staging)} s"
-        f" ON {_key_match(target.key, 't', 's')}"
+        f" ON {_key_match(target.key, 't', 's', target.nullable_key)}"
         f" WHEN MATCHED THEN UPDATE SET "
         + ", ".join(f"t.{quote_ident(c)} = s.{quote_ident(c)}" for c in updates)
         + f" WHEN NOT MATCHED THEN INSERT ({', '.join(quote_ident(c) for c in cols)})"
@@ -248,13 +271,13 @@ def build_update_insert_sql(target: TargetTable, staging: str) -> list[str]:
     update = (
         f"UPDATE {quote_ident(target.name)} t SET "
         + ", ".join(f"{quote_ident(c)} = s.{quote_ident(c)}" for c in updates)
-        + f" FROM {quote_ident(staging)} s WHERE {_key_match(target.key, 't', 's')}"
+        + f" FROM {quote_ident(staging)} s WHERE {_key_match(target.key, 't', 's', target.nullable_key)}"
     )
     insert = (
         f"INSERT INTO {quote_ident(target.name)} ({', '.join(quote_ident(c) for c in cols)})"
         f" SELECT {', '.join('s.' + quote_ident(c) for c in cols)} FROM {quote_ident(staging)} s"
         f" WHERE NOT EXISTS (SELECT 1 FROM {quote_ident(target.name)} t"
-        f" WHERE {_key_match(target.key, 't', 's')})"
+        f" WHERE {_key_match(target.key, 't', 's', target.nullable_key)})"
     )
     return [update, insert]
 
@@ -290,12 +313,21 @@ def build_ledger_position_sql() -> str:
 
 
 def prepare_frame(
-    df: pd.DataFrame, columns: Sequence[tuple[str, str]], key: Sequence[str]
+    df: pd.DataFrame,
+    columns: Sequence[tuple[str, str]],
+    key: Sequence[str],
+    *,
+    nullable_key: Sequence[str] = (),
+    latest_by: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, int]:
     """Columns in target order and types, null-key rows and duplicate keys removed.
 
     Column names are matched case-insensitively. Timestamps become UTC-naive; floats, integers and
-    booleans become pandas nullable types so NULL stays NULL (never NaN) in the warehouse.
+    booleans become pandas nullable types so NULL stays NULL in the warehouse. A NaN becomes NULL
+    too: the one representation of "no value" in both stores (parsing never lets NaN into Delta).
+    Rows with a NULL in a ``nullable_key`` column are kept (NULL is a key value there). Of several
+    rows with one key the last one in ``latest_by`` order is kept (the input order is not
+    meaningful: a Spark collect); without ``latest_by``, the last one in input order.
 
     Returns:
         The frame ready for ``write_pandas`` and the number of rows removed.
@@ -326,7 +358,11 @@ def prepare_frame(
         else:
             out[name] = col.astype(object).where(col.notna(), None)
     before = len(out)
-    out = out.dropna(subset=list(key))
+    required = [k for k in key if k not in nullable_key]
+    if required:
+        out = out.dropna(subset=required)
+    if latest_by:
+        out = out.sort_values(list(latest_by), kind="stable", na_position="first")
     out = out.drop_duplicates(subset=list(key), keep="last").reset_index(drop=True)
     return out, before - len(out)
 

@@ -191,7 +191,13 @@ class SnowflakeLoader:
 
                 frame = pd.DataFrame(columns=list(target.column_names))
             try:
-                staged[target.name], removed = prepare_frame(frame, target.columns, target.key)
+                staged[target.name], removed = prepare_frame(
+                    frame,
+                    target.columns,
+                    target.key,
+                    nullable_key=target.nullable_key,
+                    latest_by=target.latest_by,
+                )
             except ValueError as exc:
                 raise LoadTerminalError(f"{target.name}: {exc}") from exc
             result.duplicates_removed += removed

@@ -179,3 +179,27 @@ def requests_mock():
 
     with rm.Mocker() as mocker:
         yield mocker
+
+
+def test_alerts_lost_to_a_failed_webhook_are_delivered_by_the_rerun(spark, tmp_path, requests_mock):
+    a = _series("alpha", 60, 1, {30: 0.06})
+    silver_path = str(tmp_path / "tables" / "silver_crypto_clean")
+    write_silver(spark, silver_path, a)
+
+    def ctx():
+        return make_ctx(
+            spark, tmp_path, 0, touched_rows([], a), before=[], after=a, alert_webhook_url=WEBHOOK, **DETECTOR
+        )
+
+    requests_mock.post(WEBHOOK, status_code=503)  # the commit happens, the webhook is down
+    first = anomalies_stage(ctx())
+    assert first["anomalies_added"] >= 1 and first["alerts_sent"] == 0
+    assert first["alerts_failed"] == first["anomalies_added"]
+
+    requests_mock.post(WEBHOOK, status_code=204)
+    calls = requests_mock.call_count
+    again = anomalies_stage(ctx())  # the batch re-runs: its anomalies are committed already
+    assert again["anomalies_added"] == 0
+    assert again["alerts_sent"] == first["anomalies_added"]
+    assert requests_mock.call_count - calls == first["anomalies_added"]
+    assert anomalies_stage(ctx())["alerts_sent"] == 0  # delivered once, never again

@@ -208,6 +208,58 @@ def test_duplicate_keys_are_removed_before_merge(connector, loader):
     ]
 
 
+def _frame(target_name: str, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    target = next(t for t in TARGETS if t.name == target_name)
+    return pd.DataFrame([{c.lower(): r.get(c.lower()) for c in target.column_names} for r in rows])
+
+
+def test_gold_rows_with_null_category_are_mirrored_and_updated_in_place(loader):
+    day = T0.date()
+
+    def gold(batch_id: int, cap: float) -> WarehouseBatch:
+        rows = [
+            {"metric_date": day, "vs_currency": "usd", "market_cap_category": None, "num_coins": 1},
+            {"metric_date": day, "vs_currency": "usd", "market_cap_category": "LARGE_CAP", "num_coins": 2},
+        ]
+        rows[0]["total_market_cap"] = cap
+        return WarehouseBatch(
+            APP, batch_id, {"GOLD_CRYPTO_METRICS": _frame("GOLD_CRYPTO_METRICS", rows)}, _touched({"btc": T0})
+        )
+
+    loader.load(gold(0, 1.0))
+    loader.load(gold(1, 2.0))
+    _, rows = loader.query(
+        'SELECT "MARKET_CAP_CATEGORY", "NUM_COINS", "TOTAL_MARKET_CAP" FROM "GOLD_CRYPTO_METRICS" ORDER BY 1'
+    )
+    assert rows == [("LARGE_CAP", 2, None), (None, 1, 2.0)]
+
+
+def test_metadata_mirror_keeps_the_latest_row_of_a_batch_whatever_the_collect_order(loader):
+    started = T0
+    rows = [
+        {
+            "app_id": APP,
+            "kind": "stream_batch",
+            "batch_id": 7,
+            "status": "ok",
+            "started_at": started + pd.Timedelta(minutes=5),
+            "finished_at": started + pd.Timedelta(minutes=6),
+        },
+        {
+            "app_id": APP,
+            "kind": "stream_batch",
+            "batch_id": 7,
+            "status": "failed",
+            "started_at": started,
+            "finished_at": started + pd.Timedelta(minutes=1),
+        },
+    ]
+    frames = {"PIPELINE_METADATA": _frame("PIPELINE_METADATA", rows)}
+    loader.load(WarehouseBatch(APP, 0, frames, _touched({})))
+    _, got = loader.query('SELECT "BATCH_ID", "STATUS" FROM "PIPELINE_METADATA"')
+    assert got == [(7, "ok")]
+
+
 def test_check_reports_missing_tables_and_ledger(connector):
     loader = connector.loader()
     report = loader.check()

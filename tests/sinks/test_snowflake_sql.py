@@ -190,3 +190,14 @@ def test_prepare_frame_types_nulls_and_duplicates():
 def test_prepare_frame_names_missing_columns():
     with pytest.raises(ValueError, match=r"lacks columns \['Y'\]"):
         prepare_frame(pd.DataFrame({"k": [1]}), (("K", "VARCHAR"), ("Y", "FLOAT")), ("K",))
+
+
+def test_gold_metrics_key_matches_null_category_null_safely():
+    from app.sinks.snowflake import build_delete_sql, build_update_insert_sql
+
+    gold = next(t for t in TARGETS if t.name == "GOLD_CRYPTO_METRICS")
+    null_safe = 't."MARKET_CAP_CATEGORY" IS NOT DISTINCT FROM s."MARKET_CAP_CATEGORY"'
+    assert null_safe in build_merge_sql(gold, "STG")
+    assert null_safe in build_delete_sql(gold, "STG", "TOUCHED")
+    assert all(null_safe in sql for sql in build_update_insert_sql(gold, "STG"))
+    assert 't."METRIC_DATE" = s."METRIC_DATE"' in build_merge_sql(gold, "STG")
