@@ -94,7 +94,7 @@ def _content(spark, layout: Layout, name: str):
 
 
 def _normalized(df: pd.DataFrame, target: TargetTable) -> list[tuple[Any, ...]]:
-    out, _ = prepare_frame(df, target.columns, target.key)
+    out, _ = prepare_frame(df, target.columns, target.key, nullable_key=target.nullable_key)
     out = out.astype(object).where(out.notna(), None)
     return sorted((tuple(r) for r in out.itertuples(index=False)), key=repr)
 

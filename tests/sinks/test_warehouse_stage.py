@@ -62,7 +62,7 @@ def _ctx(spark, tmp_path, batch_id: int, touched: dict[str, str], **settings: An
 
 
 def _normalized(df: pd.DataFrame, target) -> list[tuple[Any, ...]]:
-    out, _ = prepare_frame(df, target.columns, target.key)
+    out, _ = prepare_frame(df, target.columns, target.key, nullable_key=target.nullable_key)
     out = out.astype(object).where(out.notna(), None)
     return sorted((tuple(r) for r in out.itertuples(index=False)), key=repr)
 
