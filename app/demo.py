@@ -22,6 +22,7 @@ from typing import Any, TextIO
 from app.config import Settings, load_settings
 from app.errors import PipelineError
 from app.paths import Layout, local_path
+from app.tables import ANOMALIES, QUARANTINE
 
 logger = logging.getLogger(__name__)
 
@@ -245,14 +246,14 @@ def _expected_batches(layout: Layout, max_files_per_trigger: int) -> int:
 def _count_tables(spark: Any, layout: Layout, summary: DemoSummary) -> None:
     from delta.tables import DeltaTable
 
-    from app.paths import TABLE_NAMES
+    from app.tables import TABLE_NAMES
 
     for name in TABLE_NAMES:
         path = layout.table(name)
         if DeltaTable.isDeltaTable(spark, path):
             summary.table_rows[name] = spark.read.format("delta").load(path).count()
-    summary.anomalies = summary.table_rows.get("crypto_anomalies", 0)
-    summary.quarantined = summary.table_rows.get("bronze_quarantine", 0)
+    summary.anomalies = summary.table_rows.get(ANOMALIES, 0)
+    summary.quarantined = summary.table_rows.get(QUARANTINE, 0)
 
 
 def _warehouse_counts(settings: Settings, layout: Layout) -> dict[str, int]:

@@ -33,6 +33,7 @@ from pyspark.sql.streaming import StreamingQueryListener
 
 from app.logs import log_event
 from app.paths import STREAM_QUERY_NAME, Layout
+from app.tables import METADATA
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -172,11 +173,11 @@ class ProgressRecorder(StreamingQueryListener):
         self._last_flush = time.monotonic()
         if not rows:
             return 0
-        path = layout.table("pipeline_metadata")
+        path = layout.table(METADATA)
         try:
             with _TXN_LOCK:
                 if path not in self._ensured:
-                    ensure_table(spark, "pipeline_metadata", path)
+                    ensure_table(spark, METADATA, path)
                     self._ensured.add(path)
                 metadata_df = spark.createDataFrame(rows, METADATA_DDL)
                 metadata_df.write.format("delta").mode("append").save(path)

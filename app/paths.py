@@ -10,15 +10,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from app.tables import table_spec
+
 BRONZE_DATASET = "crypto/coins_markets"
-TABLE_NAMES = (
-    "silver_crypto_clean",
-    "gold_crypto_metrics",
-    "gold_coin_ohlc",
-    "crypto_anomalies",
-    "bronze_quarantine",
-    "pipeline_metadata",
-)
 STREAM_QUERY_NAME = "bronze_to_silver"
 
 
@@ -57,9 +51,7 @@ class Layout:
 
     def table(self, name: str) -> str:
         """Path of a Delta table by its name."""
-        if name not in TABLE_NAMES:
-            raise ValueError(f"unknown table {name!r}; expected one of {', '.join(TABLE_NAMES)}")
-        return _join(self.root, "tables", name)
+        return _join(self.root, "tables", table_spec(name).name)
 
     def checkpoint(self, query_name: str = STREAM_QUERY_NAME) -> str:
         """Structured Streaming checkpoint of a query."""

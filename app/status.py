@@ -16,22 +16,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
-from app.paths import TABLE_NAMES, Layout, local_path
+from app.paths import Layout, local_path
+from app.tables import METADATA, QUARANTINE, TABLE_NAMES, TABLES
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 logger = logging.getLogger(__name__)
 
-# The column whose maximum says "how recent" a table is.
-LATEST_COLUMN = {
-    "silver_crypto_clean": "valid_from",
-    "gold_crypto_metrics": "metric_timestamp",
-    "gold_coin_ohlc": "bucket_start",
-    "crypto_anomalies": "observed_at",
-    "bronze_quarantine": "extracted_at",
-    "pipeline_metadata": "finished_at",
-}
 INGEST_LOG_NAME = "ingest_runs.jsonl"
 # Ingest log fields that say when a cycle happened, in order of preference.
 _TIME_FIELDS = ("finished_at", "ended_at", "ts", "started_at", "fetched_at")
@@ -71,10 +63,10 @@ def collect_status(
     tables = table_stats(spark, layout, existing) if spark is not None else _tables_without_spark(existing)
     batches: dict[str, Any] = {"last_batch_id": None, "last_batch_at": None, "last_status": None}
     last_error: dict[str, Any] | None = None
-    if spark is not None and "pipeline_metadata" in existing:
+    if spark is not None and METADATA in existing:
         batches, last_error = metadata_summary(spark, layout)
     quarantine: dict[str, int] = {}
-    if spark is not None and "bronze_quarantine" in existing:
+    if spark is not None and QUARANTINE in existing:
         quarantine = quarantine_by_rule(spark, layout)
     status = {
         "data_root": layout.root,
@@ -200,7 +192,12 @@ def _is_delta_table(path: str) -> bool:
 
 def _tables_without_spark(existing: list[str]) -> dict[str, Any]:
     return {
-        name: {"exists": name in existing, "rows": None, "latest": None, "latest_column": LATEST_COLUMN[name]}
+        name: {
+            "exists": name in existing,
+            "rows": None,
+            "latest": None,
+            "latest_column": TABLES[name].time_column,
+        }
         for name in TABLE_NAMES
     }
 
@@ -211,7 +208,7 @@ def table_stats(spark: SparkSession, layout: Layout, existing: list[str]) -> dic
 
     out = _tables_without_spark(existing)
     for name in existing:
-        col = LATEST_COLUMN[name]
+        col = TABLES[name].time_column
         row = (
             spark.read.format("delta")
             .load(layout.table(name))
@@ -229,7 +226,7 @@ def quarantine_by_rule(spark: SparkSession, layout: Layout) -> dict[str, int]:
 
     rows = (
         spark.read.format("delta")
-        .load(layout.table("bronze_quarantine"))
+        .load(layout.table(QUARANTINE))
         .select(F.explode("failed_rules").alias("rule"))
         .groupBy("rule")
         .count()
@@ -246,7 +243,7 @@ def metadata_summary(spark: SparkSession, layout: Layout) -> tuple[dict[str, Any
     """
     from pyspark.sql import functions as F
 
-    meta_df = spark.read.format("delta").load(layout.table("pipeline_metadata"))
+    meta_df = spark.read.format("delta").load(layout.table(METADATA))
     when = F.coalesce("finished_at", "started_at")
     batch_row = (
         meta_df.where(F.col("batch_id").isNotNull())
@@ -277,7 +274,7 @@ def metadata_summary(spark: SparkSession, layout: Layout) -> tuple[dict[str, Any
     last_error = None
     if err_row is not None:
         last_error = {
-            "source": "pipeline_metadata",
+            "source": METADATA,
             "kind": err_row["kind"],
             "batch_id": err_row["batch_id"],
             "status": err_row["status"],

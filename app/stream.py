@@ -22,7 +22,7 @@ from app.logs import log_event
 from app.paths import STREAM_QUERY_NAME
 from app.sinks.handler import SilverBatchHandler
 from app.sources.bronze import read_bronze_stream
-from app.tables import ensure_table
+from app.tables import METADATA, QUARANTINE, SILVER, ensure_table
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -106,7 +106,7 @@ def start_stream(
     every: str = "30s",
 ) -> StreamingQuery:
     """Start the query (named :data:`app.paths.STREAM_QUERY_NAME`) with ``handler`` as its sink."""
-    for name in ("silver_crypto_clean", "bronze_quarantine", "pipeline_metadata"):
+    for name in (SILVER, QUARANTINE, METADATA):
         ensure_table(spark, name, layout.table(name))
     source_df = read_bronze_stream(
         spark,

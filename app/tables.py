@@ -7,6 +7,8 @@ Money and supply amounts are ``DOUBLE``: CoinGecko sends them as JSON numbers, m
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -98,43 +100,99 @@ warned_by_rule MAP<STRING, BIGINT>, durations_ms MAP<STRING, BIGINT>, error_mess
 details STRING
 """
 
-TABLE_SCHEMAS: dict[str, str] = {
-    "silver_crypto_clean": SILVER_DDL,
-    "crypto_anomalies": ANOMALIES_DDL,
-    "gold_crypto_metrics": GOLD_METRICS_DDL,
-    "gold_coin_ohlc": GOLD_OHLC_DDL,
-    "bronze_quarantine": QUARANTINE_DDL,
-    "pipeline_metadata": METADATA_DDL,
-}
+# --- the table registry ---------------------------------------------------------------------------
+# Every module names a table through these constants (no table-name literal elsewhere).
+SILVER = "silver_crypto_clean"
+ANOMALIES = "crypto_anomalies"
+GOLD_METRICS = "gold_crypto_metrics"
+GOLD_OHLC = "gold_coin_ohlc"
+QUARANTINE = "bronze_quarantine"
+METADATA = "pipeline_metadata"
 
-# Partitioning keeps a batch's MERGE on the files of the keys and days it touches.
-TABLE_PARTITIONS: dict[str, tuple[str, ...]] = {
-    "silver_crypto_clean": ("vs_currency",),
-    "crypto_anomalies": ("vs_currency",),
-    "gold_crypto_metrics": (),
-    "gold_coin_ohlc": ("interval",),
-    "bronze_quarantine": (),
-    "pipeline_metadata": (),
-}
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One Delta table of the lake: its contract and how it is laid out.
+
+    Attributes:
+        name: folder name under ``<root>/tables`` and the lower-case Snowflake target name.
+        ddl: the column contract (a Spark DDL string).
+        keys: the business key of one row (what a MERGE matches on).
+        time_column: the column whose maximum says how recent the table is.
+        partitions: Delta partition columns.
+        properties: Delta table properties that differ from :data:`TABLE_PROPERTIES`.
+        derived: rebuilt from bronze by a replay (pipeline_metadata is run history and is kept).
+    """
+
+    name: str
+    ddl: str
+    keys: tuple[str, ...]
+    time_column: str
+    partitions: tuple[str, ...] = ()
+    properties: Mapping[str, str] = field(default_factory=dict)
+    derived: bool = True
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Column names of the contract, in order."""
+        return ddl_column_names(self.ddl)
+
 
 TABLE_PROPERTIES = {
     "delta.enableDeletionVectors": "true",
     "delta.enableChangeDataFeed": "true",
 }
 
-# Per-table exceptions to TABLE_PROPERTIES. Deletion vectors keep an UPDATE from rewriting the
-# whole file a superseded row sits in, which is what keeps the silver, anomaly and candle MERGEs
-# from growing with history. gold_crypto_metrics holds a few rows per day (days x currencies x
-# categories, ~5k a year), so rewriting its file is cheaper than writing a vector: a MERGE into it
-# ran 10 fewer Spark jobs per batch, ~1.5 s of a 25 s batch (docs/BENCHMARKS.md).
-TABLE_PROPERTY_OVERRIDES: dict[str, dict[str, str]] = {
-    "gold_crypto_metrics": {"delta.enableDeletionVectors": "false"},
+# Partitioning keeps a batch's MERGE on the files of the keys and days it touches.
+# Deletion vectors keep an UPDATE from rewriting the whole file a superseded row sits in, which is
+# what keeps the silver, anomaly and candle MERGEs from growing with history. gold_crypto_metrics
+# holds a few rows per day (days x currencies x categories, ~5k a year), so rewriting its file is
+# cheaper than writing a vector: a MERGE into it ran 10 fewer Spark jobs per batch, ~1.5 s of a
+# 25 s batch (docs/BENCHMARKS.md).
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        TableSpec(SILVER, SILVER_DDL, (*SILVER_KEYS, "valid_from"), "valid_from", ("vs_currency",)),
+        TableSpec(
+            GOLD_METRICS,
+            GOLD_METRICS_DDL,
+            ("metric_date", "vs_currency", "market_cap_category"),
+            "metric_timestamp",
+            properties={"delta.enableDeletionVectors": "false"},
+        ),
+        TableSpec(
+            GOLD_OHLC,
+            GOLD_OHLC_DDL,
+            (*SILVER_KEYS, "interval", "bucket_start"),
+            "bucket_start",
+            ("interval",),
+        ),
+        TableSpec(
+            ANOMALIES,
+            ANOMALIES_DDL,
+            (*SILVER_KEYS, "observed_at", "metric"),
+            "observed_at",
+            ("vs_currency",),
+        ),
+        TableSpec(QUARANTINE, QUARANTINE_DDL, ("source_file", "record_index"), "extracted_at"),
+        TableSpec(METADATA, METADATA_DDL, ("app_id", "kind", "batch_id"), "finished_at", derived=False),
+    )
 }
+TABLE_NAMES: tuple[str, ...] = tuple(TABLES)
+DERIVED_TABLE_NAMES: tuple[str, ...] = tuple(n for n, spec in TABLES.items() if spec.derived)
+
+
+def table_spec(name: str) -> TableSpec:
+    """The registry entry of table ``name``; a clear error for a name that is not a table."""
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise ValueError(f"unknown table {name!r}; expected one of {', '.join(TABLE_NAMES)}") from None
 
 
 def table_properties(name: str) -> dict[str, str]:
     """The Delta table properties of table ``name`` (TABLE_PROPERTIES with its overrides)."""
-    return {**TABLE_PROPERTIES, **TABLE_PROPERTY_OVERRIDES.get(name, {})}
+    return {**TABLE_PROPERTIES, **table_spec(name).properties}
 
 
 def ddl_column_names(ddl: str) -> tuple[str, ...]:
@@ -159,7 +217,7 @@ def ensure_table(spark: SparkSession, name: str, path: str) -> None:
 
     Args:
         spark: the session.
-        name: a key of :data:`TABLE_SCHEMAS`.
+        name: a table of :data:`TABLES`.
         path: where the table lives.
     """
     from delta.tables import DeltaTable
@@ -169,9 +227,9 @@ def ensure_table(spark: SparkSession, name: str, path: str) -> None:
         _set_changed_properties(spark, name, path)
         return
     builder = DeltaTable.createIfNotExists(spark).location(path)
-    schema = spark.createDataFrame([], TABLE_SCHEMAS[name]).schema
+    schema = spark.createDataFrame([], table_spec(name).ddl).schema
     builder = builder.addColumns(schema)
-    partitions = TABLE_PARTITIONS[name]
+    partitions = table_spec(name).partitions
     if partitions:
         builder = builder.partitionedBy(*partitions)
     for key, value in table_properties(name).items():
@@ -199,7 +257,7 @@ def _set_changed_properties(spark: SparkSession, name: str, path: str) -> None:
 def _add_missing_columns(spark: SparkSession, name: str, path: str) -> None:
     """Add the contract columns an existing table lacks (a table created by an older release)."""
     present = {c.lower() for c in spark.read.format("delta").load(path).columns}
-    contract = spark.createDataFrame([], TABLE_SCHEMAS[name]).schema
+    contract = spark.createDataFrame([], table_spec(name).ddl).schema
     missing = [f for f in contract.fields if f.name.lower() not in present]
     if missing:
         columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)

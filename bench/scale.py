@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from app.paths import Layout
+from app.tables import SILVER
 from bench.spark_runs import RunResult, p50, pct
 from bench.steady import run_snapshot_batches
 from bench.workload import SnapshotSeries
@@ -81,7 +82,7 @@ def run_scale(
     layout = Layout.from_root(root)
     series = SnapshotSeries(layout, coins=coins, vs_currencies=tuple(vs_currencies), seed=seed)
     run = run_snapshot_batches(spark, series, repeats, name="scale", shuffle_partitions=shuffle_partitions)
-    silver = layout.table("silver_crypto_clean")
+    silver = layout.table(SILVER)
     rows = spark.read.format("delta").load(silver).count() if os.path.isdir(silver) else 0
     return ScaleResult(
         coins=coins,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from app.paths import Layout
+from app.tables import SILVER
 from bench.spark_runs import SILVER_ALONE, RunResult, copy_bronze, p50, pct, pipeline_settings, run_pipeline
 from bench.workload import SnapshotSeries
 
@@ -134,7 +135,7 @@ def run_steady_state(
     pages = series.files_per_snapshot
 
     def silver_rows() -> int:
-        path = layout.table("silver_crypto_clean")
+        path = layout.table(SILVER)
         return spark.read.format("delta").load(path).count() if os.path.isdir(path) else 0
 
     start_run = run_snapshot_batches(

@@ -8,7 +8,7 @@ import random
 from datetime import datetime, timedelta
 
 from app.paths import Layout
-from app.tables import TABLE_SCHEMAS
+from app.tables import TABLES
 
 START = datetime(2026, 1, 1, 10, 0)
 STEP = timedelta(minutes=15)
@@ -199,7 +199,7 @@ def build_sample_lake(spark, layout: Layout) -> None:
     }
     for name, rows in data.items():
         (
-            spark.createDataFrame(rows, TABLE_SCHEMAS[name])
+            spark.createDataFrame(rows, TABLES[name].ddl)
             .coalesce(1)
             .write.format("delta")
             .mode("overwrite")

@@ -13,6 +13,7 @@ from typing import Any
 
 from app.commands.common import layout_of, settings_from_args, spark_from_settings
 from app.errors import ConfigError
+from app.tables import QUARANTINE
 
 
 def register(sub: Any) -> None:
@@ -34,8 +35,8 @@ def _quarantine_file(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     layout = layout_of(settings)
     spark = spark_from_settings(settings, app_name="coinlake-quarantine-file")
-    table = layout.table("bronze_quarantine")
-    ensure_table(spark, "bronze_quarantine", table)
+    table = layout.table(QUARANTINE)
+    ensure_table(spark, QUARANTINE, table)
     source = quarantine_file(spark, table, args.path, reason=args.reason.strip())
     print(f"quarantine-file: {source} recorded in bronze_quarantine; the stream skips it from its next start")
     return 0

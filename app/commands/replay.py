@@ -7,21 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 from app.commands.common import layout_of, settings_from_args, spark_from_settings
 from app.errors import ConfigError
+from app.tables import DERIVED_TABLE_NAMES
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from app.config import Settings
     from app.paths import Layout
-
-# pipeline_metadata is the run history (ingest cycles too), so a replay keeps it.
-DERIVED_TABLES = (
-    "silver_crypto_clean",
-    "crypto_anomalies",
-    "gold_crypto_metrics",
-    "gold_coin_ohlc",
-    "bronze_quarantine",
-)
 
 
 def register(sub: Any) -> None:
@@ -41,7 +33,8 @@ def drop_derived_state(spark: SparkSession, layout: Layout) -> list[str]:
     jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
     conf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[attr-defined]
     deleted = []
-    for target in [layout.table(t) for t in DERIVED_TABLES] + [layout.checkpoint(STREAM_QUERY_NAME)]:
+    # Not pipeline_metadata: it is the run history (ingest cycles too), so a replay keeps it.
+    for target in [layout.table(t) for t in DERIVED_TABLE_NAMES] + [layout.checkpoint(STREAM_QUERY_NAME)]:
         path = jvm.org.apache.hadoop.fs.Path(target)
         fs = path.getFileSystem(conf)
         if fs.exists(path):

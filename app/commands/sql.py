@@ -19,8 +19,8 @@ from typing import Any
 
 from app.commands.common import layout_of, settings_from_args, spark_from_settings
 from app.errors import ConfigError, PipelineError
-from app.paths import TABLE_NAMES
 from app.sinks.warehouse import connector_from_settings
+from app.tables import TABLE_NAMES
 
 
 class QueryError(PipelineError):

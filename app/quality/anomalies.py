@@ -27,11 +27,11 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from app.quality.parsing import finite_or_null
-from app.tables import SILVER_KEYS
+from app.tables import ANOMALIES, SILVER_KEYS, TABLES
 
 PRICE_RETURN_METRIC = "price_return"
 VOLUME_METRIC = "volume"
-ANOMALY_KEYS = ("coin_id", "vs_currency", "observed_at", "metric")
+ANOMALY_KEYS = TABLES[ANOMALIES].keys
 ANOMALY_VALUE_COLUMNS = ("value", "window_mean", "window_stddev", "z_score", "window_size", "threshold")
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from app.paths import Layout
+from app.tables import ANOMALIES, GOLD_METRICS, GOLD_OHLC, METADATA, QUARANTINE, SILVER, TABLE_NAMES
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -73,11 +74,11 @@ def load_report_data(
     from pyspark.sql import functions as F
 
     data = ReportData()
-    tables = {name: _table(spark, layout, name) for name in _TABLES}
+    tables = {name: _table(spark, layout, name) for name in TABLE_NAMES}
     data.table_counts = {name: (None if df is None else df.count()) for name, df in tables.items()}
 
-    silver_df = tables["silver_crypto_clean"]
-    if silver_df is not None and data.table_counts["silver_crypto_clean"]:
+    silver_df = tables[SILVER]
+    if silver_df is not None and data.table_counts[SILVER]:
         currencies = [r[0] for r in silver_df.select("vs_currency").distinct().collect()]
         data.vs_currency = "usd" if "usd" in currencies else sorted(currencies)[0]
         current_df = silver_df.where((F.col("vs_currency") == data.vs_currency) & F.col("is_current"))
@@ -93,7 +94,7 @@ def load_report_data(
         )
     data.coin = coin or (data.top_coins[0] if data.top_coins else None)
 
-    anomalies_df = tables["crypto_anomalies"]
+    anomalies_df = tables[ANOMALIES]
     if anomalies_df is not None and data.top_coins:
         data.anomalies = (
             anomalies_df.where(
@@ -103,13 +104,13 @@ def load_report_data(
             .toPandas()
         )
 
-    gold_df = tables["gold_crypto_metrics"]
+    gold_df = tables[GOLD_METRICS]
     if gold_df is not None:
         if data.vs_currency:
             gold_df = gold_df.where(F.col("vs_currency") == data.vs_currency)
         data.gold = gold_df.orderBy("metric_date").toPandas()
 
-    ohlc_df = tables["gold_coin_ohlc"]
+    ohlc_df = tables[GOLD_OHLC]
     if ohlc_df is not None and data.coin:
         coin_df = ohlc_df.where(F.col("coin_id") == data.coin)
         if data.vs_currency:
@@ -125,19 +126,9 @@ def load_report_data(
                 .sort_values("bucket_start")
             )
 
-    _load_metadata(data, tables["pipeline_metadata"])
-    _load_quarantine(data, tables["bronze_quarantine"])
+    _load_metadata(data, tables[METADATA])
+    _load_quarantine(data, tables[QUARANTINE])
     return data
-
-
-_TABLES = (
-    "silver_crypto_clean",
-    "crypto_anomalies",
-    "gold_crypto_metrics",
-    "gold_coin_ohlc",
-    "bronze_quarantine",
-    "pipeline_metadata",
-)
 
 
 def _load_metadata(data: ReportData, meta_df: DataFrame | None) -> None:

@@ -33,6 +33,7 @@ from app.sinks.derive import anomaly_rows
 from app.sinks.outbox import AlertOutbox
 from app.sinks.range_merge import merge_staged, stage_replacement
 from app.sinks.touched import sql_str, sql_ts
+from app.tables import ANOMALIES
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ANOMALIES_TABLE = "crypto_anomalies"
 # Alerts (log events and webhook calls) per batch; a backfill may flag thousands at once.
 MAX_ALERTS_PER_BATCH = 200
 
@@ -161,7 +161,7 @@ def anomalies_stage(ctx: BatchContext) -> dict[str, int]:
         ``anomalies_added``, ``anomalies_updated``, ``anomalies_removed``, ``alerts_sent``,
         ``alerts_failed``, ``alerts_suppressed``.
     """
-    anomalies_path = ctx.ensure_table(ANOMALIES_TABLE)
+    anomalies_path = ctx.ensure_table(ANOMALIES)
     counts = dict.fromkeys(
         (
             "anomalies_added",
@@ -178,7 +178,7 @@ def anomalies_stage(ctx: BatchContext) -> dict[str, int]:
     outbox = AlertOutbox(f"{ctx.layout.root}/alerts") if url is not None else None
     if image is not None:
         fresh_df, staged_df = anomaly_change(ctx)
-        ctx.outputs[ANOMALIES_TABLE] = fresh_df
+        ctx.outputs[ANOMALIES] = fresh_df
         changes = replace_anomalies(
             ctx.spark,
             anomalies_path,
@@ -220,4 +220,4 @@ def _store_alerts(ctx: BatchContext, outbox: AlertOutbox, added: list[dict[str, 
     outbox.add(_alert_payload(r, ctx) for r in added[:MAX_ALERTS_PER_BATCH])
 
 
-anomalies_stage.tables = (ANOMALIES_TABLE,)  # type: ignore[attr-defined]
+anomalies_stage.tables = (ANOMALIES,)  # type: ignore[attr-defined]

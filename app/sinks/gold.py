@@ -44,6 +44,7 @@ from app.logs import log_event
 from app.quality.anomalies import log_return
 from app.sinks.range_merge import merge_staged, stage_replacement
 from app.sinks.touched import sql_str, sql_ts
+from app.tables import GOLD_METRICS, GOLD_OHLC, TABLES
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -52,12 +53,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-METRICS_TABLE = "gold_crypto_metrics"
-OHLC_TABLE = "gold_coin_ohlc"
 # Interval label -> date_trunc unit.
 INTERVALS: dict[str, str] = {"1h": "hour", "1d": "day"}
-OHLC_KEYS = ("coin_id", "vs_currency", "interval", "bucket_start")
-METRICS_KEYS = ("metric_date", "vs_currency", "market_cap_category")
+OHLC_KEYS = TABLES[GOLD_OHLC].keys
+METRICS_KEYS = TABLES[GOLD_METRICS].keys
 
 
 def filter_last_version_of_day(
@@ -168,9 +167,7 @@ def with_has_anomaly(df: DataFrame, anomalies_df: DataFrame, *, extra_keys: Sequ
         .distinct()
         .withColumn("has_anomaly", F.lit(True))
     )
-    return df.join(flagged_df, on, "left").withColumn(
-        "has_anomaly", F.coalesce("has_anomaly", F.lit(False))
-    )
+    return df.join(flagged_df, on, "left").withColumn("has_anomaly", F.coalesce("has_anomaly", F.lit(False)))
 
 
 def aggregate_coin_ohlc(
@@ -201,9 +198,7 @@ def aggregate_coin_ohlc(
     price_time = F.when(price.isNotNull(), F.col("valid_from"))
     volume_time = F.when(volume.isNotNull(), F.col("valid_from"))
     candles_df = (
-        silver_df.select(
-            *extra_keys, "coin_id", "vs_currency", "valid_from", "current_price", "total_volume"
-        )
+        silver_df.select(*extra_keys, "coin_id", "vs_currency", "valid_from", "current_price", "total_volume")
         .transform(with_has_anomaly, anomalies_df, extra_keys=extra_keys)
         .transform(explode_buckets, intervals=intervals)
         .transform(with_bucket_log_return, extra_keys=extra_keys)
@@ -294,7 +289,7 @@ def gold_stage(ctx: BatchContext) -> dict[str, int]:
     from app.sinks.derive import candle_images, image_rows, metric_rows
     from app.sinks.parallel import run_writes
 
-    for name in (METRICS_TABLE, OHLC_TABLE):
+    for name in (GOLD_METRICS, GOLD_OHLC):
         ctx.ensure_table(name)
     counts = {"gold_ohlc_rows": 0, "gold_metrics_rows": 0}
     image = ctx.image
@@ -312,17 +307,17 @@ def gold_stage(ctx: BatchContext) -> dict[str, int]:
                 candle_images(images, scored, image.touched_df, threshold=threshold, batch_id=ctx.batch_id)
             )
             fresh, old = image_rows(both, True), image_rows(both, False)
-            ctx.outputs[OHLC_TABLE] = fresh
-            return _replace(session, ctx, OHLC_TABLE, fresh, old, OHLC_KEYS, ohlc_bound)
+            ctx.outputs[GOLD_OHLC] = fresh
+            return _replace(session, ctx, GOLD_OHLC, fresh, old, OHLC_KEYS, ohlc_bound)
 
         def write_metrics(session: SparkSession) -> int:
             # A touched (currency, day) range is recomputed whole from the after-image, over every
             # coin: replacing the range is the whole change, so no before-image rows and no MERGE.
             fresh = stable_source(metric_rows(image.after_df, image.first_days, batch_id=ctx.batch_id))
-            ctx.outputs[METRICS_TABLE] = fresh
+            ctx.outputs[GOLD_METRICS] = fresh
             replace_range_idempotent(
                 fresh,
-                ctx.layout.table(METRICS_TABLE),
+                ctx.layout.table(GOLD_METRICS),
                 _metrics_range(image.first_days),
                 app_id=ctx.app_id,
                 batch_id=ctx.batch_id,
@@ -338,4 +333,4 @@ def gold_stage(ctx: BatchContext) -> dict[str, int]:
     return counts
 
 
-gold_stage.tables = (OHLC_TABLE, METRICS_TABLE)  # type: ignore[attr-defined]
+gold_stage.tables = (GOLD_OHLC, GOLD_METRICS)  # type: ignore[attr-defined]

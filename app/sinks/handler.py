@@ -23,7 +23,6 @@ from pyspark.sql import functions as F
 from app.errors import PipelineError
 from app.faults import crash_point
 from app.logs import log_event
-from app.paths import TABLE_NAMES
 from app.quality.derived import with_derived_columns, with_row_hash
 from app.quality.expectations import (
     Rule,
@@ -68,7 +67,7 @@ from app.sinks.working_set import (
     with_after_image,
     working_set_bound,
 )
-from app.tables import ensure_table
+from app.tables import METADATA, QUARANTINE, SILVER, TABLE_NAMES, ensure_table
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -77,9 +76,6 @@ if TYPE_CHECKING:
     from app.paths import Layout
 
 logger = logging.getLogger(__name__)
-SILVER = "silver_crypto_clean"
-QUARANTINE = "bronze_quarantine"
-METADATA = "pipeline_metadata"
 MAX_RAISED_MESSAGE = 4000
 TOUCHED_DDL = "coin_id STRING, vs_currency STRING, from_ts TIMESTAMP, to_ts TIMESTAMP"
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from app.tables import TABLE_SCHEMAS
+from app.tables import ANOMALIES, GOLD_METRICS, GOLD_OHLC, METADATA, SILVER, TABLES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -128,27 +128,27 @@ def _target(
     keep: tuple[str, ...] = (),
     **options: tuple[str, ...],
 ) -> TargetTable:
-    return TargetTable(name, delta, spark_ddl_columns(TABLE_SCHEMAS[delta]), key, rule, keep, **options)
+    return TargetTable(name, delta, spark_ddl_columns(TABLES[delta].ddl), key, rule, keep, **options)
 
 
 _KEY = ("COIN_ID", "VS_CURRENCY")
 TARGETS: tuple[TargetTable, ...] = (
     _target(
         "SILVER_CRYPTO_CLEAN",
-        "silver_crypto_clean",
+        SILVER,
         (*_KEY, "VALID_FROM"),
         RangeRule(_KEY, "VALID_FROM"),
     ),
     _target(
         "CRYPTO_ANOMALIES",
-        "crypto_anomalies",
+        ANOMALIES,
         (*_KEY, "OBSERVED_AT", "METRIC"),
         RangeRule(_KEY, "OBSERVED_AT"),
         ("DETECTED_BATCH_ID",),
     ),
     _target(
         "GOLD_CRYPTO_METRICS",
-        "gold_crypto_metrics",
+        GOLD_METRICS,
         ("METRIC_DATE", "VS_CURRENCY", "MARKET_CAP_CATEGORY"),
         RangeRule(("VS_CURRENCY",), "METRIC_DATE", "date"),
         # Coins without a market cap have a NULL category: a gold row of its own in Delta.
@@ -156,14 +156,14 @@ TARGETS: tuple[TargetTable, ...] = (
     ),
     _target(
         "GOLD_COIN_OHLC",
-        "gold_coin_ohlc",
+        GOLD_OHLC,
         (*_KEY, "INTERVAL", "BUCKET_START"),
         RangeRule(_KEY, "BUCKET_START", "bucket"),
     ),
     # A batch that failed and then succeeded has two Delta rows; the mirror keeps the latest.
     _target(
         "PIPELINE_METADATA",
-        "pipeline_metadata",
+        METADATA,
         ("APP_ID", "KIND", "BATCH_ID"),
         None,
         latest_by=("FINISHED_AT", "STARTED_AT"),

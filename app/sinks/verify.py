@@ -37,7 +37,7 @@ from app.errors import PipelineError
 from app.quality.anomalies import ANOMALY_KEYS, detect_anomalies
 from app.sinks.gold import METRICS_KEYS, OHLC_KEYS, aggregate_coin_ohlc, aggregate_market_metrics
 from app.sinks.range_merge import apply_staged, stage_replacement
-from app.tables import SILVER_KEYS, TABLE_SCHEMAS, ensure_table
+from app.tables import ANOMALIES, GOLD_METRICS, GOLD_OHLC, SILVER, SILVER_KEYS, TABLES, ensure_table
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -64,9 +64,9 @@ class DerivedTable:
 
 
 DERIVED_TABLES = (
-    DerivedTable("crypto_anomalies", ANOMALY_KEYS, "observed_at", "detected_batch_id"),
-    DerivedTable("gold_coin_ohlc", OHLC_KEYS, "bucket_start", "updated_batch_id"),
-    DerivedTable("gold_crypto_metrics", METRICS_KEYS, "metric_date", "updated_batch_id"),
+    DerivedTable(ANOMALIES, ANOMALY_KEYS, "observed_at", "detected_batch_id"),
+    DerivedTable(GOLD_OHLC, OHLC_KEYS, "bucket_start", "updated_batch_id"),
+    DerivedTable(GOLD_METRICS, METRICS_KEYS, "metric_date", "updated_batch_id"),
 )
 
 
@@ -176,8 +176,8 @@ def recompute_gold(
     """
     in_range_df = silver_df.transform(filter_from, column="valid_from", from_date=from_date)
     return {
-        "gold_coin_ohlc": aggregate_coin_ohlc(in_range_df, anomalies_df, batch_id=REPAIR_BATCH_ID),
-        "gold_crypto_metrics": aggregate_market_metrics(in_range_df, batch_id=REPAIR_BATCH_ID),
+        GOLD_OHLC: aggregate_coin_ohlc(in_range_df, anomalies_df, batch_id=REPAIR_BATCH_ID),
+        GOLD_METRICS: aggregate_market_metrics(in_range_df, batch_id=REPAIR_BATCH_ID),
     }
 
 
@@ -293,9 +293,7 @@ def _check_table(
     path = layout.table(table.name)
     exists = DeltaTable.isDeltaTable(spark, path)
     stored_df = (
-        spark.read.format("delta").load(path)
-        if exists
-        else spark.createDataFrame([], TABLE_SCHEMAS[table.name])
+        spark.read.format("delta").load(path) if exists else spark.createDataFrame([], TABLES[table.name].ddl)
     )
     existing_df = stored_df.transform(filter_from, column=table.range_column, from_date=from_date)
     compared = [c for c in fresh_df.columns if c not in table.keys and c != table.bookkeeping]
@@ -350,7 +348,7 @@ def verify_lake(
     """
     from delta.tables import DeltaTable
 
-    silver_path = layout.table("silver_crypto_clean")
+    silver_path = layout.table(SILVER)
     if not DeltaTable.isDeltaTable(spark, silver_path):
         raise PipelineError(f"verify: no silver table at {silver_path} (run the stream first)")
     silver_df = spark.read.format("delta").load(silver_path)
@@ -359,7 +357,7 @@ def verify_lake(
     ).cache()
     try:
         fresh = {
-            "crypto_anomalies": anomalies_df,
+            ANOMALIES: anomalies_df,
             **recompute_gold(silver_df, anomalies_df, from_date=from_date),
         }
         return [

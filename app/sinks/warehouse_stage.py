@@ -29,6 +29,7 @@ from app.errors import LoadTerminalError, LoadTransientError
 from app.paths import local_path
 from app.sinks.snowflake import TARGETS, TargetTable, WarehouseBatch
 from app.sinks.warehouse import WarehouseConnector, connector_from_settings
+from app.tables import SILVER
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -282,7 +283,7 @@ class WarehouseStage:
         image = ctx.require_image()
         touched = to_pandas(image.touched_df.select("coin_id", "vs_currency", "from_ts"))
         outputs = dict(ctx.outputs)
-        outputs["silver_crypto_clean"] = silver_rows(image.after_df, image.touched_df)
+        outputs[SILVER] = silver_rows(image.after_df, image.touched_df)
         frames = {}
         for target in TARGETS:
             rows_df = outputs.get(target.delta_name)

@@ -16,7 +16,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from app.paths import TABLE_NAMES, Layout
+from app.paths import Layout
+from app.tables import TABLE_NAMES
 from tests.helpers import T0, coin_record, minutes, write_bronze_page
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

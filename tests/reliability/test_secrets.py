@@ -145,7 +145,7 @@ def test_no_secret_in_any_file_under_the_data_root(lifecycle):
 def test_no_secret_in_delta_table_rows(lifecycle, spark):
     from delta.tables import DeltaTable
 
-    from app.paths import TABLE_NAMES
+    from app.tables import TABLE_NAMES
 
     layout = lifecycle["layout"]
     leaks = []

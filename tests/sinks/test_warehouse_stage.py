@@ -15,7 +15,7 @@ from app.sinks.context import BatchContext
 from app.sinks.snowflake import TARGETS, prepare_frame
 from app.sinks.warehouse import WarehouseConnector, emulator_connector
 from app.sinks.warehouse_stage import WarehouseStage, pending_path, to_pandas
-from app.tables import TABLE_SCHEMAS, ensure_table
+from app.tables import TABLES, ensure_table
 
 pytestmark = pytest.mark.filterwarnings("ignore:Arrow output")
 APP = "coinlake-stage-test"
@@ -28,7 +28,7 @@ def _write(spark, layout: Layout, name: str, rows: list[dict[str, Any]]) -> None
 
     path = layout.table(name)
     ensure_table(spark, name, path)
-    schema = spark.createDataFrame([], TABLE_SCHEMAS[name]).schema
+    schema = spark.createDataFrame([], TABLES[name].ddl).schema
     cols = sorted({k for r in rows for k in r})
     raw_df = (
         spark.createDataFrame(
