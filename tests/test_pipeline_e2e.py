@@ -117,8 +117,8 @@ def _run(spark, layout: Layout, settings: Settings) -> StreamResult:
     assert all(b.status == "ok" and b.reconciles for b in result.batches)
     for b in result.batches:
         stages = b.details.get("stages", {})
-        assert set(stages) == {"anomalies_stage", "gold_stage", "WarehouseStage"}, stages
-        assert stages["WarehouseStage"].get("warehouse_failed", 0) == 0
+        assert set(stages) == {"anomalies", "gold", "warehouse"}, stages
+        assert stages["warehouse"].get("warehouse_failed", 0) == 0
     return result
 
 

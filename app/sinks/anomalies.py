@@ -28,6 +28,7 @@ from app.faults import crash_point
 from app.logs import log_event
 from app.quality.anomalies import ANOMALY_KEYS, ANOMALY_VALUE_COLUMNS
 from app.sinks.alerts import deliver_each
+from app.sinks.context import Stage
 from app.sinks.delta_io import append_idempotent, batch_marker, marked_commit, stable_source
 from app.sinks.derive import anomaly_rows
 from app.sinks.outbox import AlertOutbox
@@ -161,7 +162,7 @@ def anomalies_stage(ctx: BatchContext) -> dict[str, int]:
         ``anomalies_added``, ``anomalies_updated``, ``anomalies_removed``, ``alerts_sent``,
         ``alerts_failed``, ``alerts_suppressed``.
     """
-    anomalies_path = ctx.ensure_table(ANOMALIES)
+    anomalies_path = ctx.layout.table(ANOMALIES)
     counts = dict.fromkeys(
         (
             "anomalies_added",
@@ -220,4 +221,5 @@ def _store_alerts(ctx: BatchContext, outbox: AlertOutbox, added: list[dict[str, 
     outbox.add(_alert_payload(r, ctx) for r in added[:MAX_ALERTS_PER_BATCH])
 
 
-anomalies_stage.tables = (ANOMALIES,)  # type: ignore[attr-defined]
+# Runs with the silver MERGE: it scores the working set itself, it does not read silver.
+ANOMALIES_STAGE = Stage("anomalies", anomalies_stage, writes=(ANOMALIES,))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from app.tables import ensure_table
+from app.errors import ConfigError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -30,8 +30,6 @@ class BatchContext:
         touched_df: ``coin_id, vs_currency, from_ts, to_ts``: one row per key with valid
             observations in the batch; silver rows with ``valid_from >= from_ts`` may have changed
             (docs/DESIGN.md, section 4). Cached by the handler.
-        ensured: paths of tables already ensured by this stream run (the handler passes one set
-            to every batch, so each table is checked once per run, not once per batch).
         image: the batch's silver working set before and after it (:mod:`app.sinks.working_set`);
             None when the batch had no valid records.
         outputs: the rows of the replaced ranges each stage computed from the after-image, by
@@ -45,7 +43,6 @@ class BatchContext:
     layout: Layout
     settings: Settings
     touched_df: DataFrame
-    ensured: set[str] = field(default_factory=set)
     image: WorkingSet | None = None
     outputs: dict[str, DataFrame] = field(default_factory=dict)
 
@@ -74,17 +71,82 @@ class BatchContext:
             raise ValueError(f"batch {self.batch_id} has no working set (it had no valid records)")
         return self.image
 
-    def ensure_table(self, name: str) -> str:
-        """Create (or upgrade) the Delta table ``name`` once per run; returns its path."""
-        path = self.layout.table(name)
-        if path not in self.ensured:
-            ensure_table(self.spark, name, path)
-            self.ensured.add(path)
-        return path
+
+StageFn = Callable[[BatchContext], dict[str, int]]
+
+# The writes the batch handler itself runs in every batch; a stage may require them by name.
+BUILTIN_WRITES = ("silver", "quarantine")
 
 
-# A stage runs inside the batch once its working set is computed, at the same time as the silver
-# MERGE and the other stages, and returns counts for pipeline_metadata (e.g. {"anomalies_added": 3}).
-# It must be idempotent per batch_id. A stage with ``after_writes = True`` (the warehouse) runs once
-# every Delta write of the batch has committed.
-Stage = Callable[[BatchContext], dict[str, int]]
+@dataclass(frozen=True)
+class Stage:
+    """A step of every batch after its working set is computed.
+
+    A stage with no ``requires`` runs at the same time as the silver MERGE, the quarantine write
+    and the other such stages; a stage runs only after every stage (or built-in write) it requires
+    has committed. It returns counts for pipeline_metadata (e.g. ``{"anomalies_added": 3}``) and
+    must be idempotent per batch_id.
+
+    Attributes:
+        name: the stage's name (its counts and duration in pipeline_metadata are keyed by it).
+        run: ``run(ctx) -> counts``.
+        writes: the Delta tables it writes (the stream ensures them once, at start).
+        requires: stages, or :data:`BUILTIN_WRITES`, whose writes must have committed first.
+    """
+
+    name: str
+    run: StageFn
+    writes: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+
+    def __call__(self, ctx: BatchContext) -> dict[str, int]:
+        return self.run(ctx)
+
+
+def as_stage(stage: Stage | StageFn) -> Stage:
+    """``stage`` itself, or a callable as a stage: named after it, with its ``writes`` and ``requires``
+    attributes when it has them (a class like the warehouse stage), else writing nothing."""
+    if isinstance(stage, Stage):
+        return stage
+    name = getattr(stage, "name", None) or getattr(stage, "__name__", type(stage).__name__)
+    return Stage(name, stage, tuple(getattr(stage, "writes", ())), tuple(getattr(stage, "requires", ())))
+
+
+def plan_waves(stages: Iterable[Stage]) -> list[list[Stage]]:
+    """Order stages into waves: the first runs with the built-in writes, each later one after the last.
+
+    Raises:
+        ConfigError: two stages share a name, a stage requires one that is not in the pipeline, or
+            the requirements form a cycle (said at start-up, before any batch runs).
+    """
+    by_name: dict[str, Stage] = {}
+    for stage in stages:
+        if stage.name in by_name or stage.name in BUILTIN_WRITES:
+            raise ConfigError(f"two stages are named {stage.name!r}; stage names must be unique")
+        by_name[stage.name] = stage
+    for stage in by_name.values():
+        missing = [r for r in stage.requires if r not in by_name and r not in BUILTIN_WRITES]
+        if missing:
+            raise ConfigError(
+                f"stage {stage.name!r} requires {', '.join(map(repr, missing))}, which "
+                f"{'is' if len(missing) == 1 else 'are'} not in the pipeline "
+                f"(stages: {', '.join(by_name) or 'none'}; built in: {', '.join(BUILTIN_WRITES)})"
+            )
+    level: dict[str, int] = dict.fromkeys(BUILTIN_WRITES, 0)
+
+    def wave_of(name: str, path: Sequence[str]) -> int:
+        if name in level:
+            return level[name]
+        if name in path:
+            cycle = [*path[path.index(name) :], name]
+            raise ConfigError(f"stage requirements form a cycle: {' -> '.join(cycle)}")
+        stage = by_name[name]
+        level[name] = max((wave_of(r, [*path, name]) + 1 for r in stage.requires), default=0)
+        return level[name]
+
+    for name in by_name:
+        wave_of(name, [])
+    waves: list[list[Stage]] = [[] for _ in range(max((level[n] for n in by_name), default=0) + 1)]
+    for name, stage in by_name.items():
+        waves[level[name]].append(stage)
+    return waves

@@ -19,7 +19,10 @@ if TYPE_CHECKING:
 
 TXN_APP_ID_CONF = "spark.databricks.delta.write.txnAppId"
 TXN_VERSION_CONF = "spark.databricks.delta.write.txnVersion"
-_TXN_LOCK = threading.RLock()
+# Held while a shared session carries transaction settings (:func:`delta_txn`); a writer of its
+# own on the shared session (the progress recorder) holds it so its append never runs inside
+# another writer's idempotent transaction.
+SESSION_TXN_LOCK = threading.RLock()
 # Sessions made by :func:`private_session`: one thread each, so their settings need no lock.
 _PRIVATE_ATTR = "_coinlake_private"
 
@@ -102,7 +105,7 @@ def delta_txn(spark: SparkSession, app_id: str, batch_id: int, *, marked: bool =
     afterwards. Run exactly one Delta command per table inside it. With ``marked`` the commit also
     carries :func:`batch_marker` as its ``userMetadata``.
     """
-    lock = nullcontext() if getattr(spark, _PRIVATE_ATTR, False) else _TXN_LOCK
+    lock = nullcontext() if getattr(spark, _PRIVATE_ATTR, False) else SESSION_TXN_LOCK
     with lock:
         spark.conf.set(TXN_APP_ID_CONF, app_id)
         spark.conf.set(TXN_VERSION_CONF, str(batch_id))
@@ -128,9 +131,7 @@ def append_idempotent(df: DataFrame, path: str, app_id: str, batch_id: int, *, m
     writer.save(path)
 
 
-def replace_range_idempotent(
-    df: DataFrame, path: str, predicate: str, *, app_id: str, batch_id: int
-) -> None:
+def replace_range_idempotent(df: DataFrame, path: str, predicate: str, *, app_id: str, batch_id: int) -> None:
     """Make the rows of ``path`` matching ``predicate`` be exactly ``df``, once per ``(app_id, batch_id)``.
 
     One ``replaceWhere`` overwrite: Delta removes the range's rows and writes ``df`` in the same

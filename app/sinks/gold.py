@@ -42,6 +42,7 @@ from pyspark.sql import functions as F
 from app.faults import crash_point
 from app.logs import log_event
 from app.quality.anomalies import log_return
+from app.sinks.context import Stage
 from app.sinks.range_merge import merge_staged, stage_replacement
 from app.sinks.touched import sql_str, sql_ts
 from app.tables import GOLD_METRICS, GOLD_OHLC, TABLES
@@ -289,8 +290,6 @@ def gold_stage(ctx: BatchContext) -> dict[str, int]:
     from app.sinks.derive import candle_images, image_rows, metric_rows
     from app.sinks.parallel import run_writes
 
-    for name in (GOLD_METRICS, GOLD_OHLC):
-        ctx.ensure_table(name)
     counts = {"gold_ohlc_rows": 0, "gold_metrics_rows": 0}
     image = ctx.image
     if image is not None:
@@ -333,4 +332,6 @@ def gold_stage(ctx: BatchContext) -> dict[str, int]:
     return counts
 
 
-gold_stage.tables = (GOLD_OHLC, GOLD_METRICS)  # type: ignore[attr-defined]
+# Runs with the silver MERGE and the anomalies stage: candles count anomalies from the working
+# set's own z-scores, so it requires neither.
+GOLD_STAGE = Stage("gold", gold_stage, writes=(GOLD_OHLC, GOLD_METRICS))

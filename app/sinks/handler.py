@@ -36,7 +36,7 @@ from app.quality.expectations import (
 )
 from app.quality.parsing import parse_bronze
 from app.sinks.compaction import compact_tables, compaction_due
-from app.sinks.context import BatchContext, Stage
+from app.sinks.context import BatchContext, Stage, StageFn, as_stage, plan_waves
 from app.sinks.delta_io import app_id_for, read_checkpoint_query_id, stable_source
 from app.sinks.metadata import BatchMetadata, write_metadata
 from app.sinks.parallel import JOB_DESCRIPTION, run_writes
@@ -102,7 +102,8 @@ class SilverBatchHandler:
         app_id: idempotence id; when None it is derived on the first batch from ``checkpoint``.
         checkpoint: the query's checkpoint folder (for the app id).
         run_id: id of this process run (default: a new UUID).
-        stages: callables run after the silver MERGE, in order; their counts go to metadata.
+        stages: the stages of every batch (:class:`app.sinks.context.Stage`, or plain callables);
+            they are ordered by what they require, and their counts go to metadata.
         rules: the expectations (default: :func:`app.quality.expectations.default_rules`).
         on_batch: called with each finished batch's metadata (progress display).
     """
@@ -115,7 +116,7 @@ class SilverBatchHandler:
         app_id: str | None = None,
         checkpoint: str | None = None,
         run_id: str | None = None,
-        stages: Sequence[Stage] = (),
+        stages: Sequence[Stage | StageFn] = (),
         rules: list[Rule] | None = None,
         on_batch: Callable[[BatchMetadata], None] | None = None,
     ) -> None:
@@ -126,12 +127,12 @@ class SilverBatchHandler:
         self.app_id = app_id
         self.checkpoint = checkpoint
         self.run_id = run_id or uuid.uuid4().hex
-        self.stages = list(stages)
+        self.stages = [as_stage(s) for s in stages]
+        self.waves = plan_waves(self.stages)  # a cycle or a missing stage fails here, at start-up
         self.rules = rules if rules is not None else default_rules()
         self.results: list[BatchMetadata] = []
         self.on_batch = on_batch
         self._tables_ready = False
-        self._ensured: set[str] = set()  # tables the stages have ensured during this run
         self.skip_files: frozenset[str] = frozenset()  # set aside by `coinlake quarantine-file`
         self.failed_files: list[str] = []  # the bronze files of the last failed batch
 
@@ -144,9 +145,19 @@ class SilverBatchHandler:
             self.app_id = app_id_for(read_checkpoint_query_id(spark, self.checkpoint))
         return self.app_id
 
-    def _ensure_tables(self, spark: SparkSession) -> None:
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """Every Delta table a batch writes: silver, quarantine, metadata and the stages' tables."""
+        names = [SILVER, QUARANTINE, METADATA, *(t for s in self.stages for t in s.writes)]
+        return tuple(dict.fromkeys(names))
+
+    def prepare(self, spark: SparkSession) -> None:
+        """Create (or upgrade) every table the batches write and read the set-aside files; once per run.
+
+        The stream calls it before it starts; :meth:`process` calls it when nothing did.
+        """
         if not self._tables_ready:
-            for name in (SILVER, QUARANTINE, METADATA):
+            for name in self.tables:
                 ensure_table(spark, name, self.layout.table(name))
             self.skip_files = operator_quarantined_files(spark, self.layout.table(QUARANTINE))
             self._tables_ready = True
@@ -169,7 +180,7 @@ class SilverBatchHandler:
         meta = BatchMetadata(run_id=self.run_id, batch_id=batch_id, app_id=app_id, started_at=_now())
         cached: list[DataFrame] = []
         try:
-            self._ensure_tables(spark)
+            self.prepare(spark)
             self._run(spark, batch_df, batch_id, app_id, meta, cached)
             meta.status = "ok"
             meta.finished_at = _now()
@@ -279,31 +290,30 @@ class SilverBatchHandler:
             layout=self.layout,
             settings=self.settings,
             touched_df=touched_df,
-            ensured=self._ensured,
             image=image,
         )
-        for stage in self.stages:
-            for table in getattr(stage, "tables", ()):
-                ctx.ensure_table(table)
-        if image is not None and any(getattr(s, "tables", ()) for s in self.stages):
+        if image is not None and any(s.writes for s in self.stages):
             with _timed(meta, "score", spark):
                 ctx.scored()  # shared by the anomaly and gold stages, which run in parallel
-        concurrent = [s for s in self.stages if not getattr(s, "after_writes", False)]
-        for stage in concurrent:
-            writes[_stage_name(stage)] = lambda s, stage=stage: dict(stage(replace(ctx, spark=s)) or {})
+        first, *later = self.waves
+        for stage in first:  # at the same time as the silver MERGE and the quarantine write
+            writes[stage.name] = lambda s, stage=stage: dict(stage(replace(ctx, spark=s)) or {})
         stage_counts: dict[str, dict[str, int]] = {}
         with _timed(meta, "writes", spark):
             results, write_ms = run_writes(spark, writes)
         meta.details["write_ms"] = write_ms
-        for stage in concurrent:
-            stage_counts[_stage_name(stage)] = results[_stage_name(stage)]
+        for stage in first:
+            stage_counts[stage.name] = results[stage.name]
         if "silver" not in writes:
             crash_point("after_silver_merge")  # a re-run or a batch with nothing to merge
-        for stage in self.stages:
-            if getattr(stage, "after_writes", False):
-                name = _stage_name(stage)
-                with _timed(meta, name, spark):
-                    stage_counts[name] = dict(stage(ctx) or {})
+        for wave in later:  # each after everything it requires has committed
+            if len(wave) == 1:
+                with _timed(meta, wave[0].name, spark):
+                    stage_counts[wave[0].name] = dict(wave[0](ctx) or {})
+                continue
+            jobs = {s.name: (lambda sess, s=s: dict(s(replace(ctx, spark=sess)) or {})) for s in wave}
+            with _timed(meta, "+".join(jobs), spark):
+                stage_counts.update(run_writes(spark, jobs)[0])
         if stage_counts:
             meta.details["stages"] = stage_counts
         if compaction_due(batch_id, self.settings.optimize_every_batches):
@@ -418,10 +428,6 @@ def _batch_files(batch_df: DataFrame) -> list[str]:
     except Exception:  # the original error matters more than the file list
         logger.warning("batch.files_unavailable", exc_info=True)
         return []
-
-
-def _stage_name(stage: Stage) -> str:
-    return getattr(stage, "__name__", type(stage).__name__)
 
 
 def release(cached: Sequence[DataFrame]) -> None:

@@ -194,7 +194,7 @@ def _delta_rows(
 class WarehouseStage:
     """The warehouse :data:`~app.sinks.context.Stage`: ``stage(ctx) -> counts``.
 
-    It runs once every Delta write of the batch has committed (``after_writes``), and mirrors the
+    It runs once the batch's Delta writes have committed (it requires them), and mirrors the
     rows the batch computed from its after-image; while ranges are pending after a failed load it
     mirrors the current Delta rows of all of them instead.
 
@@ -204,7 +204,10 @@ class WarehouseStage:
         wait_seconds: first backoff wait.
     """
 
-    after_writes = True
+    name = "warehouse"
+    writes: tuple[str, ...] = ()
+    # It mirrors what these committed (their rows, from ``ctx.outputs``).
+    requires: tuple[str, ...] = ("silver", "anomalies", "gold")
 
     def __init__(
         self,

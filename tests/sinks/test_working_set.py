@@ -8,8 +8,8 @@ from chispa import assert_df_equality
 
 from app.config import load_settings
 from app.paths import Layout
-from app.sinks.anomalies import anomalies_stage
-from app.sinks.gold import gold_stage
+from app.sinks.anomalies import ANOMALIES_STAGE
+from app.sinks.gold import GOLD_STAGE
 from app.sinks.handler import SilverBatchHandler
 from app.sinks.working_set import with_after_image, working_set_bound, working_set_filter
 from app.sources.bronze import read_bronze_files
@@ -91,7 +91,7 @@ def test_a_short_working_set_is_read_further_back_and_gives_the_same_tables(spar
         batches = _pages(layout.bronze_root)
         settings = load_settings(data_dir=str(root), working_set_lookback_hours=lookback, **detector)
         handler = SilverBatchHandler(
-            layout=layout, settings=settings, app_id="ws-test", stages=[anomalies_stage, gold_stage]
+            layout=layout, settings=settings, app_id="ws-test", stages=[ANOMALIES_STAGE, GOLD_STAGE]
         )
         metas = [handler.process(read_bronze_files(spark, files), b) for b, files in enumerate(batches)]
         results[lookback] = (metas, _tables(spark, layout))
