@@ -17,21 +17,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from app.batch.handler import BatchHandler
 from app.errors import ConfigError, PipelineError
 from app.logs import log_event
 from app.paths import STREAM_QUERY_NAME
-from app.sinks.handler import SilverBatchHandler
 from app.sources.bronze import read_bronze_stream
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
+    from app.batch.context import Stage, StageFn
     from app.config import Settings
     from app.paths import Layout
     from app.quality.expectations import Rule
-    from app.sinks.context import Stage, StageFn
-    from app.sinks.metadata import BatchMetadata
+    from app.sinks.delta.metadata import BatchMetadata
 
 logger = logging.getLogger(__name__)
 Trigger = Literal["available-now", "interval"]
@@ -72,12 +72,12 @@ def default_stages(settings: Settings) -> list[Stage | StageFn]:
     warehouse requires silver, anomalies and gold, so it mirrors what Delta committed.
     ``COINLAKE_WAREHOUSE=none`` leaves the warehouse out.
     """
-    from app.sinks.anomalies import ANOMALIES_STAGE
-    from app.sinks.gold import GOLD_STAGE
+    from app.batch.anomalies import ANOMALIES_STAGE
+    from app.batch.gold import GOLD_STAGE
 
     stages: list[Stage | StageFn] = [ANOMALIES_STAGE, GOLD_STAGE]
     if settings.effective_warehouse != "none":
-        from app.sinks.warehouse_stage import WarehouseStage
+        from app.sinks.warehouse.stage import WarehouseStage
 
         stages.append(WarehouseStage())
     return stages
@@ -100,7 +100,7 @@ def start_stream(
     spark: SparkSession,
     settings: Settings,
     layout: Layout,
-    handler: SilverBatchHandler,
+    handler: BatchHandler,
     *,
     trigger: Trigger = "available-now",
     every: str = "30s",
@@ -162,7 +162,7 @@ def run_stream(
     """
     run_id = run_id or uuid.uuid4().hex
     checkpoint = layout.checkpoint(STREAM_QUERY_NAME)
-    handler = SilverBatchHandler(
+    handler = BatchHandler(
         layout=layout,
         settings=settings,
         checkpoint=checkpoint,

@@ -28,9 +28,9 @@ from delta.tables import DeltaTable
 
 from app.config import Settings, load_settings
 from app.paths import STREAM_QUERY_NAME, Layout
-from app.sinks.snowflake import TARGETS, TargetTable, prepare_frame
-from app.sinks.warehouse import emulator_connector
-from app.sinks.warehouse_stage import to_pandas
+from app.sinks.warehouse.connector import emulator_connector
+from app.sinks.warehouse.sql import TARGETS, TargetTable, prepare_frame
+from app.sinks.warehouse.stage import to_pandas
 from app.stream import StreamResult, run_stream
 from tests.helpers import assert_scd2_invariants, coin_record, silver_content, write_bronze_page
 

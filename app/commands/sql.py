@@ -19,7 +19,7 @@ from typing import Any
 
 from app.commands.common import layout_of, settings_from_args, spark_from_settings
 from app.errors import ConfigError, PipelineError
-from app.sinks.warehouse import connector_from_settings
+from app.sinks.warehouse.connector import connector_from_settings
 from app.tables import TABLE_NAMES
 
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from app.config import Settings
     from app.paths import Layout
 
-WAREHOUSE_MODULE = "app.sinks.warehouse"
+WAREHOUSE_MODULE = "app.sinks.warehouse.connector"
 
 
 def register(sub: Any) -> None:
@@ -32,7 +32,7 @@ def register(sub: Any) -> None:
 def ledger_reader_for(settings: Settings, layout: Layout) -> tuple[LedgerReader | None, str]:
     """A reader of the warehouse ledger position, or None and the reason it is unavailable.
 
-    Uses ``app.sinks.warehouse`` when present (``connector_from_settings(...).loader().check()``);
+    Uses ``app.sinks.warehouse.connector`` when present (``connector_from_settings(...).loader().check()``);
     an emulator that has never been loaded is reported as such rather than created.
     """
     if settings.effective_warehouse == "none":

@@ -11,10 +11,10 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from app.batch.context import BatchContext
 from app.config import load_settings
 from app.paths import Layout
-from app.sinks.context import BatchContext
-from app.sinks.working_set import WorkingSet
+from app.sinks.delta.working_set import WorkingSet
 from app.tables import SILVER_DDL, TABLE_NAMES, ensure_table
 
 # Data roots whose tables exist (ensured once per root, as the stream does once per run).
