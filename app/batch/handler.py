@@ -359,7 +359,8 @@ class BatchHandler:
                     F.count(F.when(is_batch & (F.col("_outcome") == o), 1)).alias(o)
                     for o in ("kept", "unchanged", "duplicate")
                 ],
-                F.count(F.when(F.col("_action") == "upsert", 1)).alias("upserts"),
+                F.count(F.when(F.col("_action") == "insert", 1)).alias("inserts"),
+                F.count(F.when(F.col("_action") == "update", 1)).alias("updates"),
                 F.count(F.when(F.col("_action") == "delete", 1)).alias("deletes"),
                 F.date_format(F.min("valid_from"), TS_FORMAT).alias("from_ts"),
             )
@@ -367,7 +368,7 @@ class BatchHandler:
         )
         total = {
             k: sum(int(r[k]) for r in per_currency)
-            for k in ("kept", "unchanged", "duplicate", "upserts", "deletes")
+            for k in ("kept", "unchanged", "duplicate", "inserts", "updates", "deletes")
         }
         meta.new_versions = total["kept"]
         meta.unchanged = total["unchanged"]
@@ -401,14 +402,15 @@ class BatchHandler:
             earliest=earliest,
         )
         meta.details["silver"] = {
-            "upserts": total["upserts"],
+            "inserts": total["inserts"],
+            "updates": total["updates"],
             "deletes": total["deletes"],
             "read_version": version,
             "already_committed": committed,
             "short_history_keys": len(short),
             "working_set_from": bound,
         }
-        if committed or not (total["upserts"] or total["deletes"]):
+        if committed or not (total["inserts"] or total["updates"] or total["deletes"]):
             return image, None
         staged_df = plan_df.filter(F.col("_action") != "none")
 

@@ -97,7 +97,7 @@ def test_handler_next_batch_with_only_duplicates_adds_no_versions(spark, tmp_pat
 
     assert (meta.records_read, meta.new_versions, meta.unchanged, meta.duplicates) == (2, 0, 1, 1)
     # no new version, but the current one records the collapsed observation at T0+1m
-    assert meta.details["silver"]["upserts"] == 1
+    assert meta.details["silver"]["inserts"] + meta.details["silver"]["updates"] == 1
     assert spark.read.format("delta").load(layout.table("silver_crypto_clean")).count() == 1
 
 

@@ -15,7 +15,7 @@ A batch only needs, per touched key, the *tail* of silver from the version just 
 observation (rows whose interval reaches that time: ``valid_to IS NULL OR valid_to >= min_obs``).
 :func:`build_scd2_plan` explodes the tail back into observations, re-applies the three steps to
 them ∪ the batch and says, per row, whether to
-upsert, delete or leave it; :func:`apply_scd2_merge` replaces the tail in ONE MERGE whose target is
+insert, update, delete or leave it; :func:`apply_scd2_merge` replaces the tail in ONE MERGE whose target is
 pruned to the batch's currencies and to rows whose interval reaches the batch's earliest time.
 """
 
@@ -30,6 +30,9 @@ from pyspark.sql import functions as F
 from app.sinks.delta.io import batch_marker, delta_txn, source_not_rematerialized, stable_source
 from app.sinks.delta.touched import sql_str
 from app.tables import COLLAPSED_OBSERVATIONS_TYPE, SILVER_DDL, SILVER_KEYS, ddl_column_names
+
+# Plan actions that write the row (the rest: ``delete``, ``none``).
+WRITTEN = ("insert", "update")
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -88,7 +91,8 @@ def build_scd2_plan(
 
     Returns:
         Silver columns plus ``_origin`` (``existing``/``batch``), ``_outcome``
-        (``kept``/``duplicate``/``unchanged``) and ``_action`` (``upsert``/``delete``/``none``),
+        (``kept``/``duplicate``/``unchanged``) and ``_action`` (``insert``/``update``/``delete``/
+        ``none``, the vocabulary of :mod:`app.sinks.delta.range_merge`),
         one row per observation. Rows with ``_action != 'none'`` are the MERGE source (at most one
         per ``(key, valid_from)``).
     """
@@ -202,8 +206,8 @@ def build_scd2_plan(
         F.col("_old_collapsed")
     )
     action = (
-        F.when(is_kept & ~was_version, F.lit("upsert"))
-        .when(is_kept & changed, F.lit("upsert"))
+        F.when(is_kept & ~was_version, F.lit("insert"))
+        .when(is_kept & changed, F.lit("update"))
         .when(is_kept, F.lit("none"))
         .when(was_version & (kept_here == 0), F.lit("delete"))
         .otherwise(F.lit("none"))
@@ -213,7 +217,7 @@ def build_scd2_plan(
         .withColumn("is_current", is_kept & F.col("valid_to").isNull())
         .withColumn(
             "updated_batch_id",
-            F.when(F.col("_action") == "upsert", batch).otherwise(F.col("updated_batch_id")),
+            F.when(F.col("_action").isin(*WRITTEN), batch).otherwise(F.col("updated_batch_id")),
         )
         .select(*SILVER_COLUMNS, "_origin", "_outcome", "_action")
     )
@@ -288,7 +292,7 @@ def apply_scd2_merge(
     Args:
         spark: the session.
         path: the silver table.
-        staged_df: plan rows with ``_action`` in (``upsert``, ``delete``).
+        staged_df: plan rows with ``_action`` in (``insert``, ``update``, ``delete``).
         scope: target pruning bounds (every staged existing row is inside them).
         app_id: the stream's idempotence id.
         batch_id: the micro-batch id.
@@ -303,8 +307,8 @@ def apply_scd2_merge(
         .alias("t")
         .merge(stable_source(staged_df).alias("s"), condition)
         .whenMatchedDelete(condition="s._action = 'delete'")
-        .whenMatchedUpdate(condition="s._action = 'upsert'", set=values)
-        .whenNotMatchedInsert(condition="s._action = 'upsert'", values=values)
+        .whenMatchedUpdate(condition="s._action IN ('insert', 'update')", set=values)
+        .whenNotMatchedInsert(condition="s._action IN ('insert', 'update')", values=values)
     )
     with delta_txn(spark, app_id, batch_id, marked=True), source_not_rematerialized(spark):
         merge.execute()

@@ -19,7 +19,7 @@ batch's first touched day (extra Spark jobs, never a different result):
 * a key has fewer than ``W + 1`` versions before its first touched day while its history goes
   further back: its newest older versions are added (:func:`read_missing_history`).
 
-The *before-image* is that read; the *after-image* replaces the rows the SCD2 plan upserts or
+The *before-image* is that read; the *after-image* replaces the rows the SCD2 plan inserts, updates or
 deletes (:func:`with_after_image`). The anomaly and gold stages compute their rows from both
 images and write only the difference, so no stage reads its own table to find what changed.
 """
@@ -117,7 +117,7 @@ def day_start(ts: str) -> str:
 def with_after_image(
     before_df: DataFrame, plan_df: DataFrame, *, keys: tuple[str, ...] = SILVER_KEYS
 ) -> DataFrame:
-    """The working set as silver holds it after the plan: upserts replace, deletes remove.
+    """The working set as silver holds it after the plan: inserts and updates replace, deletes remove.
 
     Args:
         before_df: the working set before the batch (silver columns).
@@ -129,8 +129,8 @@ def with_after_image(
     """
     changed = plan_df.filter(F.col("_action") != "none")
     replaced = changed.select(*keys, "valid_from")
-    upserts = changed.filter(F.col("_action") == "upsert").select(*before_df.columns)
-    return before_df.join(replaced, [*keys, "valid_from"], "left_anti").unionByName(upserts)
+    written = changed.filter(F.col("_action").isin("insert", "update")).select(*before_df.columns)
+    return before_df.join(replaced, [*keys, "valid_from"], "left_anti").unionByName(written)
 
 
 def short_history_keys(

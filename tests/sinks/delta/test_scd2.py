@@ -63,7 +63,7 @@ def test_build_scd2_plan_versions_collapses_and_dedupes(spark):
     plan = build_scd2_plan(obs, select_tail(_empty_silver(spark), obs), batch_id=7)
 
     outcomes = sorted((r["_outcome"], r["_action"]) for r in plan.collect())
-    assert outcomes == [("duplicate", "none"), ("kept", "upsert"), ("kept", "upsert"), ("unchanged", "none")]
+    assert outcomes == [("duplicate", "none"), ("kept", "insert"), ("kept", "insert"), ("unchanged", "none")]
     kept = plan.filter("_outcome = 'kept'").select(*SILVER_COLUMNS)
     assert_scd2_invariants(kept)
     assert {r["batch_id"] for r in kept.collect()} == {7}
@@ -154,12 +154,12 @@ def _obs_files(spark, files: list[tuple[str, object, list[dict]]]):
 
 
 def _merge_in_memory(silver, plan):
-    """What the silver MERGE does to a table, on DataFrames: drop the rows the plan writes, add upserts."""
+    """What the silver MERGE does to a table, on DataFrames: drop the rows the plan writes, add inserts and updates."""
     changes = plan.filter("_action != 'none'")
     key = ["coin_id", "vs_currency", "valid_from"]
     return (
         silver.join(changes.select(*key), key, "left_anti")
-        .unionByName(changes.filter("_action = 'upsert'").select(*SILVER_COLUMNS))
+        .unionByName(changes.filter("_action IN ('insert', 'update')").select(*SILVER_COLUMNS))
         .localCheckpoint()
     )
 
@@ -276,9 +276,9 @@ def test_merge_splits_collapsed_version_in_one_commit(spark, tmp_path):
     )
     _assert_same_silver(expected, silver)
     assert sorted((r["_origin"], r["_outcome"], r["_action"]) for r in plan.collect()) == [
-        ("batch", "kept", "upsert"),  # Y@t2 inserted
-        ("existing", "kept", "upsert"),  # X@t1: valid_to and collapsed list changed
-        ("existing", "kept", "upsert"),  # X@t3 back as its own version
+        ("batch", "kept", "insert"),  # Y@t2 inserted
+        ("existing", "kept", "insert"),  # X@t3 back as its own version (was collapsed into X@t1)
+        ("existing", "kept", "update"),  # X@t1: valid_to and collapsed list changed
     ]
     touched = build_touched(plan).first()
     assert (touched["from_ts"], touched["to_ts"]) == (_naive(t1), _naive(t2))
