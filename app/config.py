@@ -169,6 +169,15 @@ class Settings(BaseSettings):
     snowflake_database: str | None = _snowflake_alias("database")
     snowflake_schema: str | None = _snowflake_alias("schema")
 
+    # --- status (alerting on lag: ``coinlake status`` exits 1 when one is exceeded) ---
+    status_max_lag_seconds: float = Field(default=900.0, gt=0)
+    """Largest tolerated stream lag in seconds: per currency, the newest bronze ``fetched_at`` minus
+    the newest silver observation (``last_updated``); a currency with bronze and no silver exceeds it."""
+    status_max_lag_files: int = Field(default=500, ge=0)
+    """Largest tolerated number of bronze files the stream's checkpoint has not committed."""
+    status_max_ingest_lag_seconds: float = Field(default=0.0, ge=0)
+    """Largest tolerated time since the last ingest cycle, in seconds (0: not checked)."""
+
     # --- runtime ---
     spark_master: str = "local[*]"
     """Spark master for local runs; ignored where a session already exists (Databricks)."""
