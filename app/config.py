@@ -157,6 +157,9 @@ class Settings(BaseSettings):
     """Warehouse target; default ``snowflake`` when SNOWFLAKE_ACCOUNT is set, else ``emulator``."""
     warehouse_on_error: Literal["fail", "continue"] = "fail"
     """On a warehouse load error: fail the batch (retried on restart) or continue and catch up later."""
+    warehouse_read_wait_seconds: float = Field(default=30.0, ge=0)
+    """How long ``sql --warehouse`` and ``status`` wait for the emulator's file while another process
+    (a running stream) writes to it, in seconds; then they fail with a message saying so."""
     snowflake_account: str | None = _snowflake_alias("account")
     snowflake_user: str | None = _snowflake_alias("user")
     snowflake_password: SecretStr | None = _snowflake_alias("password")

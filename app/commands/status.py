@@ -53,7 +53,7 @@ def ledger_reader_for(settings: Settings, layout: Layout) -> tuple[LedgerReader 
         return None, "none yet (the emulator has not been loaded)"
     try:
         module = importlib.import_module(WAREHOUSE_MODULE)
-        connector = module.connector_from_settings(settings, layout)
+        connector = module.connector_from_settings(settings, layout, read_only=True)
     except Exception as exc:  # a broken optional module must not break status
         return None, f"unavailable ({type(exc).__name__}: {str(exc).strip()[:200]})"
     if connector is None:
