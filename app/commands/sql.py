@@ -80,7 +80,8 @@ def _sql(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     layout = layout_of(settings)
     if args.warehouse:
-        connector = connector_from_settings(settings, layout)
+        # A snapshot of the emulator, so a query works while the stream writes to it.
+        connector = connector_from_settings(settings, layout, read_only=True)
         if connector is None:
             raise ConfigError("COINLAKE_WAREHOUSE=none: no warehouse to query")
         names, rows = connector.loader().query(args.query)
