@@ -22,8 +22,8 @@ import pytest
 from app.cli import main
 from app.errors import LoadTransientError
 from app.paths import Layout
-from app.sinks.snowflake import LEDGER_TABLE
-from app.sinks.warehouse import emulator_connector, emulator_file, snapshot_emulator_file
+from app.sinks.warehouse.connector import emulator_connector, emulator_file, snapshot_emulator_file
+from app.sinks.warehouse.sql import LEDGER_TABLE
 from tests.helpers import T0, coin_record, minutes, write_bronze_page
 
 pytestmark = pytest.mark.filterwarnings("ignore:Arrow output")
@@ -37,7 +37,7 @@ POLL_SECONDS = 0.5  # between two looks at the warehouse while waiting for the s
 _HOLD_WRITER = textwrap.dedent(
     """
     import sys
-    from app.sinks.warehouse import emulator_connector
+    from app.sinks.warehouse.connector import emulator_connector
     conn = emulator_connector(sys.argv[1]).connect()
     conn.cursor().execute(f'INSERT INTO "{sys.argv[2]}" (app_id, batch_id) VALUES (%s, %s)', ("writer", 99))
     print("held", flush=True)
