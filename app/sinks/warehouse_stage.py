@@ -322,8 +322,3 @@ class WarehouseStage:
             ],
         }
         _write_pending(path, record)
-
-
-def warehouse_stage(ctx: BatchContext) -> dict[str, int]:
-    """Convenience: a fresh :class:`WarehouseStage` with settings-driven connector (runs DDL once)."""
-    return WarehouseStage()(ctx)
