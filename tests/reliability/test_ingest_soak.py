@@ -34,7 +34,7 @@ import pytest
 
 from app.config import load_settings
 from app.paths import Layout
-from app.sources.coingecko import ClientConfig, CoinGeckoClient, RetryPolicy
+from app.sources.coingecko import ClientConfig, CoinGeckoClient, source_retry_policy
 from app.sources.ingester import read_run_log, run_cycle
 from app.sources.ratelimit import RateLimiter
 from app.sources.simulator import API_PREFIX, Faults, start_simulator
@@ -59,7 +59,7 @@ FAULTS = Faults(
     auth_outage_calls=(120, 123),
     seed=SEED,
 )
-RETRY = RetryPolicy(
+RETRY = source_retry_policy(
     max_attempts=4, max_total_seconds=8.0, backoff_initial=0.05, backoff_max=0.4, jitter=0.05
 )
 ENVELOPE_KEYS = {"source", "endpoint", "request", "fetched_at", "http_status", "run_id", "page", "data"}
