@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up the project (virtualenv + install) if needed, then run one of:
 #   ./dev.sh demo [--fresh]     the whole pipeline offline on the embedded defaults
-#   ./dev.sh test [pytest args] the whole test suite (what CI runs)
+#   ./dev.sh test [pytest args] ruff check, ruff format --check, mypy app, then the whole test suite (what CI runs)
 #   ./dev.sh setup              only set up
 # Needs Python 3.11 and Java 17+. Delta jars come from Maven Central on the first Spark start.
 set -euo pipefail
@@ -58,6 +58,10 @@ case "$cmd" in
   demo) setup; exec "$VENV/bin/coinlake" demo "$@" ;;
   test)
     setup; ensure_chromium
+    # Lint, format and types first: they take seconds, the suite takes minutes.
+    "$VENV/bin/ruff" check .
+    "$VENV/bin/ruff" format --check .
+    "$VENV/bin/mypy" app
     # Resolve the Delta jars once before the workers start (they would race on the Ivy cache).
     "$VENV/bin/python" -c 'from app.spark import resolve_jars; resolve_jars()'
     # Two workers, one test file each at a time (module fixtures stay in one process), files

@@ -155,7 +155,8 @@ def candle_images(
     ranges = touched_df.select(*SILVER_KEYS, "from_ts")
     day_start = F.date_trunc("day", "from_ts")
     versions_df = (
-        images[True].select(*CANDLE_COLUMNS, F.lit(True).alias(IMAGE_COL))
+        images[True]
+        .select(*CANDLE_COLUMNS, F.lit(True).alias(IMAGE_COL))
         .unionByName(images[False].select(*CANDLE_COLUMNS, F.lit(False).alias(IMAGE_COL)))
         .join(ranges, list(SILVER_KEYS))
         .filter(F.col("valid_from") >= day_start)

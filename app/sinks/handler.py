@@ -290,7 +290,7 @@ class SilverBatchHandler:
                 ctx.scored()  # shared by the anomaly and gold stages, which run in parallel
         concurrent = [s for s in self.stages if not getattr(s, "after_writes", False)]
         for stage in concurrent:
-            writes[_stage_name(stage)] = lambda s, stage=stage: dict(stage(replace(ctx, spark=s)) or {})
+            writes[_stage_name(stage)] = lambda s, stage=stage: dict(stage(replace(ctx, spark=s)) or {})  # type: ignore[misc]  # the default binds the loop variable
         stage_counts: dict[str, dict[str, int]] = {}
         with _timed(meta, "writes", spark):
             results, write_ms = run_writes(spark, writes)
