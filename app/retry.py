@@ -34,7 +34,8 @@ class RetryPolicy:
         jitter: uniform random seconds added to each backoff (0: none).
         max_total_seconds: give up rather than wait past this much time since the first attempt
             (None: no time cap, only ``max_attempts``).
-        transient: exception types that are retried; any other exception is raised at once.
+        transient: exception types that are retried; any other exception is raised at once
+            (none by default: each policy names what it retries).
         retry_statuses: HTTP statuses treated as transient (for HTTP callers).
     """
 
@@ -43,7 +44,7 @@ class RetryPolicy:
     backoff_max: float = 60.0
     jitter: float = 0.0
     max_total_seconds: float | None = None
-    transient: tuple[type[BaseException], ...] = (Exception,)
+    transient: tuple[type[BaseException], ...] = ()
     retry_statuses: frozenset[int] = frozenset()
 
     def __post_init__(self) -> None:

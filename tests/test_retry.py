@@ -104,6 +104,14 @@ def test_retrying_uses_a_callers_wait_and_extra_stop():
     assert clock.sleeps == [0.25] and len(calls) == 2
 
 
+def test_a_policy_retries_nothing_it_does_not_name():
+    clock = FakeClock()
+    call, calls = _failing([LoadTransientError("x")])
+    with pytest.raises(LoadTransientError):
+        RetryPolicy(max_attempts=5).retrying(sleep=clock.sleep, clock=clock)(call)
+    assert len(calls) == 1
+
+
 def test_policy_classifies_errors_and_statuses():
     policy = RetryPolicy(transient=(LoadTransientError,), retry_statuses=frozenset({429, 503}))
     assert policy.is_transient(LoadTransientError("x"))
