@@ -1,23 +1,39 @@
 #!/usr/bin/env bash
 # Set up the project (virtualenv + install) if needed, then run one of:
 #   ./dev.sh demo [--fresh]     the whole pipeline offline on the embedded defaults
-#   ./dev.sh test [pytest args] the whole test suite (what CI runs)
+#   ./dev.sh test [pytest args] ruff check, ruff format --check, mypy app, then the whole test suite (what CI runs)
 #   ./dev.sh setup              only set up
-# Needs Python 3.11 and Java 17+. Delta jars come from Maven Central on the first Spark start.
+# Needs Python 3.11-3.14 (the newest found is used; PYTHON=... overrides) and Java 17+. Delta jars come from Maven Central on the first Spark start.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 VENV="${COINLAKE_VENV:-.venv}"
 
+# Supported interpreters, newest first (setup.cfg: python_requires = >=3.11,<3.15).
+SUPPORTED_PYTHONS="3.14 3.13 3.12 3.11"
+
 find_python() {
-  for candidate in "${PYTHON:-}" python3.11 python3 python; do
-    [ -n "$candidate" ] || continue
-    if command -v "$candidate" >/dev/null 2>&1 &&
-       "$candidate" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' 2>/dev/null; then
+  local check='import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 14) else 1)'
+  if [ -n "${PYTHON:-}" ]; then
+    if command -v "$PYTHON" >/dev/null 2>&1 && "$PYTHON" -c "$check" 2>/dev/null; then
+      echo "$PYTHON"; return 0
+    fi
+    echo "dev.sh: PYTHON=$PYTHON is not Python 3.11-3.14" >&2
+    return 1
+  fi
+  local version candidate
+  for version in $SUPPORTED_PYTHONS; do
+    candidate="python$version"
+    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c "$check" 2>/dev/null; then
       echo "$candidate"; return 0
     fi
   done
-  echo "dev.sh: Python 3.11 is required (set PYTHON=/path/to/python3.11)" >&2
+  for candidate in python3 python; do
+    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c "$check" 2>/dev/null; then
+      echo "$candidate"; return 0
+    fi
+  done
+  echo "dev.sh: Python 3.11-3.14 is required (set PYTHON=/path/to/python3.x)" >&2
   return 1
 }
 
@@ -58,6 +74,10 @@ case "$cmd" in
   demo) setup; exec "$VENV/bin/coinlake" demo "$@" ;;
   test)
     setup; ensure_chromium
+    # Lint, format and types first: they take seconds, the suite takes minutes.
+    "$VENV/bin/ruff" check .
+    "$VENV/bin/ruff" format --check .
+    "$VENV/bin/mypy" app
     # Resolve the Delta jars once before the workers start (they would race on the Ivy cache).
     "$VENV/bin/python" -c 'from app.spark import resolve_jars; resolve_jars()'
     # Two workers, one test file each at a time (module fixtures stay in one process), files

@@ -151,6 +151,10 @@ class Settings(BaseSettings):
     """Anomaly detector: |z| at or above which an observation is flagged."""
     alert_webhook_url: SecretStr | None = None
     """Optional URL that receives a JSON POST per newly flagged anomaly (secret: may hold a token)."""
+    alert_max_attempts: int = Field(default=3, ge=1, le=20)
+    """Attempts per alert on a transient failure (connection error, 408/425/429/5xx)."""
+    alert_budget_seconds: float = Field(default=3.0, gt=0)
+    """Time all the alerts of one batch may take, retries included, in seconds."""
 
     # --- warehouse ---
     warehouse: Literal["snowflake", "emulator", "none"] | None = None
@@ -160,6 +164,8 @@ class Settings(BaseSettings):
     warehouse_read_wait_seconds: float = Field(default=30.0, ge=0)
     """How long ``sql --warehouse`` and ``status`` wait for the emulator's file while another process
     (a running stream) writes to it, in seconds; then they fail with a message saying so."""
+    warehouse_load_attempts: int = Field(default=3, ge=1, le=20)
+    """Attempts per batch load on a transient warehouse error (1 s, 2 s, ... up to 30 s between)."""
     snowflake_account: str | None = _snowflake_alias("account")
     snowflake_user: str | None = _snowflake_alias("user")
     snowflake_password: SecretStr | None = _snowflake_alias("password")
@@ -188,6 +194,12 @@ class Settings(BaseSettings):
     """spark.sql.shuffle.partitions for local runs."""
     spark_ui: bool = False
     """Start the Spark UI (off by default)."""
+    driver_memory: str = Field(default="4g", pattern=r"(?i)^[0-9]+([kmgtp]b?|b)?$")
+    """spark.driver.memory for local runs (``4g``, ``1024m``); the JVM reads it at start only."""
+    ivy_dir: str | None = None
+    """Ivy cache for the Delta jars (spark.jars.ivy); Spark's default (``~/.ivy2``) when unset."""
+    cache_dir: str | None = None
+    """Where coinlake records the resolved jar list; ``~/.cache/coinlake`` when unset."""
     log_format: Literal["auto", "json", "text"] = "auto"
     """Log format: JSON lines, human text, or auto (text on a terminal, JSON otherwise)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

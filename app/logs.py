@@ -13,8 +13,6 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
-
 
 def log_event(logger: logging.Logger, event: str, *, level: int = logging.INFO, **fields: Any) -> None:
     """Log ``event`` with structured ``fields`` (kept as JSON keys, or ``k=v`` pairs in text)."""

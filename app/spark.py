@@ -20,6 +20,8 @@ from app.errors import EnvironmentSetupError
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+    from app.config import Settings
+
 MIN_JAVA = 17
 SCALA_VERSION = "2.13"
 
@@ -65,6 +67,13 @@ def _java_executable() -> str | None:
     return shutil.which("java")
 
 
+def _settings() -> Settings:
+    """The runtime knobs (driver memory, Ivy and cache folders) come from Settings, never raw env."""
+    from app.config import load_settings
+
+    return load_settings()
+
+
 def _on_databricks() -> bool:
     return "DATABRICKS_RUNTIME_VERSION" in os.environ
 
@@ -76,6 +85,8 @@ def build_spark(
     shuffle_partitions: int = 4,
     ui: bool = False,
     extra_conf: dict[str, str] | None = None,
+    driver_memory: str | None = None,
+    ivy_dir: str | None = None,
 ) -> SparkSession:
     """Build (or reuse, on Databricks) the SparkSession with Delta Lake configured.
 
@@ -85,6 +96,8 @@ def build_spark(
         shuffle_partitions: ``spark.sql.shuffle.partitions``; small data wants few.
         ui: start the Spark UI.
         extra_conf: further Spark settings, applied last.
+        driver_memory: ``spark.driver.memory``; ``COINLAKE_DRIVER_MEMORY`` (Settings) when None.
+        ivy_dir: ``spark.jars.ivy``; ``COINLAKE_IVY_DIR`` (Settings) when None.
 
     Returns:
         The session.
@@ -112,6 +125,10 @@ def build_spark(
     log4j = str(resources.files("app").joinpath("log4j2.properties"))
     java_opts = f"-Dlog4j.configurationFile=file:{log4j} -Dlog4j2.configurationFile=file:{log4j}"
 
+    if driver_memory is None or ivy_dir is None:
+        settings = _settings()
+        driver_memory = driver_memory or settings.driver_memory
+        ivy_dir = ivy_dir or settings.ivy_dir
     coordinate = delta_maven_coordinate()
     cached_jars = _cached_jars(coordinate)
     conf: dict[str, str] = {
@@ -122,7 +139,7 @@ def build_spark(
         "spark.default.parallelism": str(max(2, shuffle_partitions)),
         "spark.ui.enabled": "true" if ui else "false",
         "spark.ui.showConsoleProgress": "false",
-        "spark.driver.memory": os.environ.get("COINLAKE_DRIVER_MEMORY", "4g"),
+        "spark.driver.memory": driver_memory,
         "spark.driver.extraJavaOptions": java_opts,
         "spark.executor.extraJavaOptions": java_opts,
         # Adaptive execution re-plans each shuffle stage as its own job: on local[N] with a few
@@ -138,7 +155,6 @@ def build_spark(
         conf["spark.jars"] = ",".join(without_spark_provided(cached_jars))
     else:
         conf["spark.jars.packages"] = coordinate
-    ivy_dir = os.environ.get("COINLAKE_IVY_DIR")
     if ivy_dir:
         conf["spark.jars.ivy"] = ivy_dir
     if master.startswith("local-cluster"):
@@ -175,9 +191,7 @@ def resolve_jars() -> bool:
 
 
 def _jar_manifest(coordinate: str) -> str:
-    cache = os.environ.get("COINLAKE_CACHE_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "coinlake"
-    )
+    cache = _settings().cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "coinlake")
     return os.path.join(cache, "jars-" + re.sub(r"[^A-Za-z0-9_.-]", "_", coordinate) + ".txt")
 
 

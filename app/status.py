@@ -376,7 +376,7 @@ def warehouse_summary(
         "available": True,
         "app_id": app_id,
         "ledger_last_batch": last,
-        "ledger_loaded_at": _iso(max((r.get("loaded_at") for r in mine if r.get("loaded_at")), default=None)),
+        "ledger_loaded_at": _iso(max((r["loaded_at"] for r in mine if r.get("loaded_at")), default=None)),
         "lakehouse_last_batch": lake,
         "batches_behind": None if lake is None else lake - (last if last is not None else -1),
         "apps_in_ledger": sorted({str(r.get("app_id")) for r in rows}),

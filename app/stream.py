@@ -232,7 +232,7 @@ def _await(query: StreamingQuery, timeout_seconds: float | None) -> None:
                 query.stop()
                 break
             try:
-                query.awaitTermination(0.5)
+                query.awaitTermination(0.5)  # type: ignore[arg-type]  # seconds; pyspark takes a float
             except StreamingQueryException:
                 break
             waited += 0.5

@@ -53,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         master=settings.spark_master,
         shuffle_partitions=settings.shuffle_partitions,
         ui=settings.spark_ui,
+        driver_memory=settings.driver_memory,
+        ivy_dir=settings.ivy_dir,
     )
     run_id = uuid.uuid4().hex
     run_stream(spark, settings, layout, trigger="available-now", run_id=run_id)

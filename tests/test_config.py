@@ -112,3 +112,23 @@ def test_cli_help_lists_only_registered_commands():
     out = _cli("--help")
     assert out.returncode == 0
     assert "config" in out.stdout
+
+
+def test_runtime_knobs_go_through_settings_and_show_in_config_show(monkeypatch, tmp_path):
+    monkeypatch.setenv("COINLAKE_DRIVER_MEMORY", "2g")
+    monkeypatch.setenv("COINLAKE_IVY_DIR", str(tmp_path / "ivy"))
+    monkeypatch.setenv("COINLAKE_ALERT_MAX_ATTEMPTS", "5")
+    monkeypatch.setenv("COINLAKE_WAREHOUSE_LOAD_ATTEMPTS", "2")
+    shown = load_settings().redacted()
+    assert shown["COINLAKE_DRIVER_MEMORY"] == "2g"
+    assert shown["COINLAKE_IVY_DIR"] == str(tmp_path / "ivy")
+    assert shown["COINLAKE_CACHE_DIR"] is None
+    assert shown["COINLAKE_ALERT_MAX_ATTEMPTS"] == 5
+    assert shown["COINLAKE_ALERT_BUDGET_SECONDS"] == 3.0
+    assert shown["COINLAKE_WAREHOUSE_LOAD_ATTEMPTS"] == 2
+
+
+def test_load_settings_rejects_a_malformed_driver_memory(monkeypatch):
+    monkeypatch.setenv("COINLAKE_DRIVER_MEMORY", "lots")
+    with pytest.raises(ConfigError, match="COINLAKE_DRIVER_MEMORY='lots'"):
+        load_settings()

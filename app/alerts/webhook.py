@@ -8,6 +8,7 @@ so it is never logged and exception texts (which quote the URL) are reduced to t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -15,12 +16,28 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+from tenacity import RetryCallState
 
 from app.logs import log_event
+from app.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class _RetryStatus(Exception):
+    """An answer with a status the policy retries (raised only to drive the retry loop)."""
+
+
+ALERT_RETRY = RetryPolicy(
+    max_attempts=3,
+    backoff_initial=0.2,
+    backoff_max=float("inf"),  # no cap: few attempts, and the batch's time budget bounds the waits
+    transient=(requests.RequestException, _RetryStatus),
+    retry_statuses=RETRY_STATUSES,
+)
+"""Attempts and backoff per alert; the batch's time budget is separate (``budget_seconds``)."""
 
 
 @dataclass(frozen=True)
@@ -42,8 +59,8 @@ def post_alerts(
     *,
     session: requests.Session | None = None,
     budget_seconds: float = 3.0,
-    max_attempts: int = 3,
-    backoff_seconds: float = 0.2,
+    max_attempts: int = ALERT_RETRY.max_attempts,
+    backoff_seconds: float = ALERT_RETRY.backoff_initial,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> AlertOutcome:
@@ -81,8 +98,8 @@ def deliver_each(
     *,
     session: requests.Session | None = None,
     budget_seconds: float = 3.0,
-    max_attempts: int = 3,
-    backoff_seconds: float = 0.2,
+    max_attempts: int = ALERT_RETRY.max_attempts,
+    backoff_seconds: float = ALERT_RETRY.backoff_initial,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[bool]:
@@ -112,7 +129,12 @@ def _post_one(
     sleep: Callable[[float], None],
 ) -> bool:
     """One alert with retries; False when it could not be delivered before the deadline."""
-    for attempt in range(1, max_attempts + 1):
+    policy = dataclasses.replace(ALERT_RETRY, max_attempts=max_attempts, backoff_initial=backoff)
+    attempts = 0
+
+    def attempt() -> bool:
+        nonlocal attempts
+        attempts += 1
         remaining = deadline - clock()
         if remaining <= 0:
             return False
@@ -120,15 +142,23 @@ def _post_one(
             response = http.post(url, json=dict(payload), timeout=min(remaining, 2.0))
         except requests.RequestException as exc:
             reason = type(exc).__name__  # str(exc) would quote the URL
-        else:
-            if 200 <= response.status_code < 300:
-                return True
-            reason = f"http {response.status_code}"
-            if response.status_code not in RETRY_STATUSES:
-                log_event(logger, "alert.rejected", level=logging.WARNING, reason=reason)
-                return False
-        log_event(logger, "alert.retry", level=logging.DEBUG, attempt=attempt, reason=reason)
-        wait = backoff * (2 ** (attempt - 1))
-        if attempt < max_attempts and clock() + wait < deadline:
-            sleep(wait)
-    return False
+            log_event(logger, "alert.retry", level=logging.DEBUG, attempt=attempts, reason=reason)
+            raise
+        if 200 <= response.status_code < 300:
+            return True
+        reason = f"http {response.status_code}"
+        if not policy.is_retry_status(response.status_code):
+            log_event(logger, "alert.rejected", level=logging.WARNING, reason=reason)
+            return False
+        log_event(logger, "alert.retry", level=logging.DEBUG, attempt=attempts, reason=reason)
+        raise _RetryStatus(reason)
+
+    def wait_within_budget(state: RetryCallState) -> float:
+        # A wait that would end past the deadline is skipped: the next attempt uses what is left.
+        wait = policy.backoff(state.attempt_number)
+        return wait if clock() + wait < deadline else 0.0
+
+    try:
+        return bool(policy.retrying(sleep=sleep, clock=clock, wait=wait_within_budget)(attempt))
+    except policy.transient:
+        return False

@@ -198,7 +198,14 @@ def anomalies_stage(ctx: BatchContext) -> dict[str, int]:
         counts.update(_alert(ctx, changes.added))
     if outbox is not None and url is not None:
         # Every pending alert, this batch's and any a crash left behind (at least once).
-        sent, left = outbox.deliver(lambda payloads: deliver_each(url.get_secret_value(), payloads))
+        sent, left = outbox.deliver(
+            lambda payloads: deliver_each(
+                url.get_secret_value(),
+                payloads,
+                max_attempts=ctx.settings.alert_max_attempts,
+                budget_seconds=ctx.settings.alert_budget_seconds,
+            )
+        )
         counts.update(alerts_sent=sent, alerts_failed=left)
     log_event(logger, "anomalies.done", batch_id=ctx.batch_id, run_id=ctx.run_id, **counts)
     crash_point("after_anomalies")

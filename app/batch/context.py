@@ -108,7 +108,7 @@ def as_stage(stage: Stage | StageFn) -> Stage:
     attributes when it has them (a class like the warehouse stage), else writing nothing."""
     if isinstance(stage, Stage):
         return stage
-    name = getattr(stage, "name", None) or getattr(stage, "__name__", type(stage).__name__)
+    name = str(getattr(stage, "name", None) or getattr(stage, "__name__", type(stage).__name__))
     return Stage(name, stage, tuple(getattr(stage, "writes", ())), tuple(getattr(stage, "requires", ())))
 
 

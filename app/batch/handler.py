@@ -297,7 +297,7 @@ class BatchHandler:
                 ctx.scored()  # shared by the anomaly and gold stages, which run in parallel
         first, *later = self.waves
         for stage in first:  # at the same time as the silver MERGE and the quarantine write
-            writes[stage.name] = lambda s, stage=stage: dict(stage(replace(ctx, spark=s)) or {})
+            writes[stage.name] = lambda s, stage=stage: dict(stage(replace(ctx, spark=s)) or {})  # type: ignore[misc]  # the default binds the loop variable
         stage_counts: dict[str, dict[str, int]] = {}
         with _timed(meta, "writes", spark):
             results, write_ms = run_writes(spark, writes)

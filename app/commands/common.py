@@ -36,4 +36,6 @@ def spark_from_settings(settings: Settings, app_name: str = "coinlake") -> Spark
         master=settings.spark_master,
         shuffle_partitions=settings.shuffle_partitions,
         ui=settings.spark_ui,
+        driver_memory=settings.driver_memory,
+        ivy_dir=settings.ivy_dir,
     )

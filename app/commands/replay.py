@@ -30,7 +30,7 @@ def drop_derived_state(spark: SparkSession, layout: Layout) -> list[str]:
     """Delete the derived tables and the stream checkpoint (through Hadoop, so ``dbfs:/`` works); returns what was deleted."""
     from app.paths import STREAM_QUERY_NAME
 
-    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    jvm: Any = spark.sparkContext._jvm  # py4j view: Optional in the stubs, set on a live session
     conf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[attr-defined]
     deleted = []
     # Not pipeline_metadata: it is the run history (ingest cycles too), so a replay keeps it.

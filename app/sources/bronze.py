@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from pyspark.sql import functions as F
@@ -210,7 +210,8 @@ def _checkpoint_root(spark: SparkSession, query_id: str) -> str:
     empty, so the session's own manager is asked first and then the default session's.
     """
     candidates = [spark._jsparkSession]
-    default = spark.sparkContext._jvm.org.apache.spark.sql.SparkSession.getDefaultSession()
+    jvm: Any = spark.sparkContext._jvm  # py4j view: Optional in the stubs, set on a live session
+    default = jvm.org.apache.spark.sql.SparkSession.getDefaultSession()
     if default.isDefined():
         candidates.append(default.get())
     for jsession in candidates:
@@ -221,7 +222,7 @@ def _checkpoint_root(spark: SparkSession, query_id: str) -> str:
 
 
 def _hadoop_fs(spark: SparkSession, uri: str):  # noqa: ANN202 - py4j objects
-    jvm = spark.sparkContext._jvm
+    jvm: Any = spark.sparkContext._jvm
     path = jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(uri))
     return path, path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
 
@@ -233,7 +234,8 @@ def _read_text(spark: SparkSession, uri: str) -> str | None:
         return None
     stream = fs.open(path)
     try:
-        return str(spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+        jvm: Any = spark.sparkContext._jvm
+        return str(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
     finally:
         stream.close()
 

@@ -9,26 +9,23 @@ sent in a header only and is redacted from every message this module produces.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import requests
 from pydantic import SecretStr
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-)
+from tenacity import RetryCallState
 
 from app.errors import SourceTerminalError, SourceTransientError
 from app.logs import log_event
+from app.retry import RetryPolicy
 from app.sources.ratelimit import RateLimiter, process_limiter
 
 logger = logging.getLogger(__name__)
@@ -51,30 +48,21 @@ class ApiError:
     message: str | None
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Retry policy as data: what is retried, how long to wait, when to give up.
+SOURCE_RETRY = RetryPolicy(
+    max_attempts=6,
+    max_total_seconds=300.0,
+    backoff_initial=1.0,
+    backoff_max=60.0,
+    jitter=1.0,
+    transient=(SourceTransientError,),
+    retry_statuses=frozenset({408, 425, 429, 500, 502, 503, 504, 520, 522, 524}),
+)
+"""The client's default policy; ``max_attempts`` and ``max_total_seconds`` come from the settings."""
 
-    Attributes:
-        max_attempts: attempts per call, the first included.
-        max_total_seconds: give up rather than wait past this much time since the first attempt.
-        backoff_initial: first backoff in seconds; doubles each attempt.
-        backoff_max: ceiling of one backoff in seconds.
-        jitter: uniform random seconds added to each backoff.
-        retry_statuses: HTTP statuses treated as transient.
-    """
 
-    max_attempts: int = 6
-    max_total_seconds: float = 300.0
-    backoff_initial: float = 1.0
-    backoff_max: float = 60.0
-    jitter: float = 1.0
-    retry_statuses: frozenset[int] = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 522, 524})
-
-    def backoff(self, attempt: int, rng: random.Random) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based), without Retry-After."""
-        base = min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1))
-        return base + rng.uniform(0, self.jitter)
+def source_retry_policy(**changes: Any) -> RetryPolicy:
+    """:data:`SOURCE_RETRY` with ``changes`` (e.g. ``max_attempts=3``)."""
+    return dataclasses.replace(SOURCE_RETRY, **changes)
 
 
 @dataclass(frozen=True)
@@ -86,7 +74,7 @@ class ClientConfig:
     api_key: SecretStr | None = None
     timeout_seconds: float = 30.0
     rate_limit_per_minute: int = 50
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry: RetryPolicy = SOURCE_RETRY
 
     @classmethod
     def from_settings(cls, settings: Any) -> ClientConfig:
@@ -97,7 +85,7 @@ class ClientConfig:
             api_key=settings.api_key,
             timeout_seconds=settings.http_timeout_seconds,
             rate_limit_per_minute=settings.rate_limit_per_minute,
-            retry=RetryPolicy(
+            retry=source_retry_policy(
                 max_attempts=settings.max_attempts, max_total_seconds=settings.max_retry_seconds
             ),
         )
@@ -247,7 +235,7 @@ def classify_response(status: int, text: str, headers: Any, policy: RetryPolicy)
             10011: "a Demo key sent to the Pro host: set COINLAKE_API_PLAN=demo",
         }.get(err.code or 0, "authentication or plan refused")
         return SourceAuthError(f"{hint} ({detail})")
-    if status in policy.retry_statuses or status >= 500:
+    if policy.is_retry_status(status) or status >= 500:
         return SourceTransientError(f"server error ({detail})")
     return SourceTerminalError(f"request refused ({detail})")
 
@@ -388,13 +376,6 @@ class CoinGeckoClient:
         context: dict[str, Any],
         validate: Callable[[str], None] | None = None,
     ) -> tuple[int, str]:
-        policy = self.config.retry
-        start = self.clock()
-
-        def elapsed_stop(state: RetryCallState) -> bool:
-            upcoming = state.upcoming_sleep or 0.0
-            return self.clock() - start + upcoming > policy.max_total_seconds
-
         def before_sleep(state: RetryCallState) -> None:
             self._count(retries=1)
             exc = state.outcome.exception() if state.outcome else None
@@ -408,13 +389,8 @@ class CoinGeckoClient:
                 **context,
             )
 
-        retrying = Retrying(
-            retry=retry_if_exception_type(SourceTransientError),
-            stop=stop_after_attempt(policy.max_attempts) | elapsed_stop,
-            wait=self._wait,
-            sleep=self.sleep,
-            before_sleep=before_sleep,
-            reraise=True,
+        retrying = self.config.retry.retrying(
+            sleep=self.sleep, clock=self.clock, wait=self._wait, before_sleep=before_sleep
         )
         try:
             return retrying(self._once, path, params, validate)

@@ -16,6 +16,7 @@ Use it from tests (``start_simulator(port=0)`` picks an ephemeral port) or ``coi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -135,9 +136,11 @@ class SimulatorStats:
 
     def copy(self) -> SimulatorStats:
         """A detached copy."""
-        return SimulatorStats(
-            **{k: (Counter(v) if isinstance(v, Counter) else v) for k, v in self.__dict__.items()}
-        )
+        copy = dataclasses.replace(self)
+        for name, value in vars(copy).items():
+            if isinstance(value, Counter):
+                setattr(copy, name, Counter(value))
+        return copy
 
 
 @dataclass(frozen=True)
@@ -235,7 +238,9 @@ class _Handler(BaseHTTPRequestHandler):
             if fault == "storm":
                 st.stats.storms += 1
                 st.storm_until = now + st.faults.storm_seconds
-                return self._send_locked(*self._rate_limit(now))
+                storm = self._rate_limit(now)
+                assert storm is not None  # the storm that just started limits this very call
+                return self._send_locked(*storm)
             st.sync_realtime()
             status, body = self._route(path, query, fault == "empty")
             if fault == "slow":
@@ -413,6 +418,7 @@ class SimulatorHandle:
         self._server = server
         self._thread = thread
         host, port = server.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else host  # AF_INET: always str already
         self.port: int = int(port)
         self.base_url = f"http://{host}:{port}{API_PREFIX}"
         """Base URL ending in ``/api/v3`` (what COINLAKE_API_BASE_URL takes)."""

@@ -7,9 +7,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
-import requests
 
-from app.alerts.webhook import post_alerts
 from app.batch.anomalies import anomalies_stage
 from app.quality.anomalies import detect_anomalies
 from tests.sinks.silver_builders import (
@@ -36,12 +34,6 @@ def _series(coin: str, n: int, seed: int, jumps: dict[int, float]) -> list[Obs]:
         volumes[i] *= 4.0
     prices = 50.0 * np.exp(np.cumsum(returns))
     return [Obs(coin, T0 + timedelta(minutes=2 * i), float(prices[i]), float(volumes[i])) for i in range(n)]
-
-
-def _run(spark, root, batch_id, silver, new, **extra):
-    """Make silver hold ``silver + new``, then run the stage for a batch that brought ``new``."""
-    ctx = make_ctx(spark, root, batch_id, touched_rows(silver, new), **DETECTOR, **extra)
-    return ctx, silver + new
 
 
 @pytest.mark.slow
@@ -123,62 +115,6 @@ def test_anomalies_stage_without_touched_keys_writes_nothing(spark, tmp_path):
     counts = anomalies_stage(ctx)
     assert counts["anomalies_added"] == 0
     assert table_version(spark, ctx.layout.table("crypto_anomalies")) == 0  # just created
-
-
-class _FakeSession:
-    def __init__(self, outcomes):
-        self.outcomes = list(outcomes)
-        self.calls = 0
-
-    def post(self, url, json, timeout):
-        self.calls += 1
-        outcome = self.outcomes.pop(0) if self.outcomes else 200
-        if isinstance(outcome, Exception):
-            raise outcome
-        return type("R", (), {"status_code": outcome})()
-
-
-def test_post_alerts_retries_transient_failures_and_counts_terminal_ones():
-    session = _FakeSession([requests.ConnectionError("http://x/secret"), 503, 200, 400])
-    outcome = post_alerts("http://x/secret", [{"a": 1}, {"a": 2}], session=session, sleep=lambda s: None)
-    assert (outcome.sent, outcome.failed) == (1, 1)
-    assert session.calls == 4
-
-
-def test_post_alerts_stays_within_its_time_budget():
-    now = [0.0]
-
-    def clock():
-        return now[0]
-
-    def sleep(seconds):
-        now[0] += seconds
-
-    class Slow(_FakeSession):
-        def post(self, url, json, timeout):
-            now[0] += timeout  # every call times out after using its whole timeout
-            raise requests.Timeout()
-
-    session = Slow([])
-    outcome = post_alerts(
-        "http://x",
-        [{"a": i} for i in range(10)],
-        session=session,
-        budget_seconds=3.0,
-        clock=clock,
-        sleep=sleep,
-    )
-    assert outcome.failed == 10 and outcome.sent == 0
-    assert now[0] <= 3.0 + 1e-9
-    assert session.calls <= 3
-
-
-@pytest.fixture
-def requests_mock():
-    import requests_mock as rm
-
-    with rm.Mocker() as mocker:
-        yield mocker
 
 
 def test_alerts_lost_to_a_failed_webhook_are_delivered_by_the_rerun(spark, tmp_path, requests_mock):

@@ -14,12 +14,12 @@ from app.errors import SourceTerminalError, SourceTransientError
 from app.sources.coingecko import (
     ClientConfig,
     CoinGeckoClient,
-    RetryPolicy,
     SourceAuthError,
     auth_headers,
     markets_params,
     parse_error_body,
     parse_markets_body,
+    source_retry_policy,
 )
 from app.sources.ratelimit import RateLimiter
 
@@ -46,7 +46,9 @@ def make_client(sleeps: Sleeps, *, plan="demo", key=KEY, attempts=4, total=300.0
         api_key=SecretStr(key) if key else None,
         timeout_seconds=1.0,
         rate_limit_per_minute=1000,
-        retry=RetryPolicy(max_attempts=attempts, max_total_seconds=total, backoff_initial=1.0, jitter=0.5),
+        retry=source_retry_policy(
+            max_attempts=attempts, max_total_seconds=total, backoff_initial=1.0, jitter=0.5
+        ),
     )
     clock = [0.0]
 

@@ -199,21 +199,64 @@ def test_stop_event_stops_before_the_next_page(tmp_path, simulator):
     assert (result.status, result.calls, result.pages_ok) == ("stopped", 0, 0)
 
 
+class RecordingStop(threading.Event):
+    """A stop event whose waits are recorded and advance a fake clock instead of blocking."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout)
+        self.clock.now += timeout or 0.0
+        return self.is_set()
+
+
 def test_poll_forever_runs_aligned_cycles(tmp_path, simulator):
     settings = load_settings(
         api_base_url=simulator.base_url, top_n=20, per_page=20, poll_interval_seconds=0.2
     )
-    t0 = time.monotonic()
+    clock = FakeClock()
+    stop = RecordingStop(clock)
     results = poll_forever(
         settings,
         Layout.from_root(str(tmp_path)),
-        client=fake_client(settings, FakeClock()),
-        stop_event=threading.Event(),
+        client=fake_client(settings, clock),
+        stop_event=stop,
         max_cycles=3,
+        clock=clock,
     )
     assert [r.status for r in results] == ["ok"] * 3
-    assert time.monotonic() - t0 >= 0.4
+    assert stop.waits == pytest.approx([0.2, 0.2])  # one wait between cycles, none after the last
     assert len(bronze_files(tmp_path)) == 3
+
+
+def test_poll_forever_skips_the_slots_an_overrunning_cycle_missed(tmp_path, simulator, monkeypatch):
+    import app.sources.ingester as ingester
+
+    settings = load_settings(
+        api_base_url=simulator.base_url, top_n=20, per_page=20, poll_interval_seconds=1.0
+    )
+    clock = FakeClock()
+    real_cycle = ingester.run_cycle
+
+    def slow_cycle(*args, **kwargs):
+        result = real_cycle(*args, **kwargs)
+        clock.now += 2.5  # the cycle overruns two and a half intervals
+        return result
+
+    monkeypatch.setattr(ingester, "run_cycle", slow_cycle)
+    stop = RecordingStop(clock)
+    poll_forever(
+        settings,
+        Layout.from_root(str(tmp_path)),
+        client=fake_client(settings, clock),
+        stop_event=stop,
+        max_cycles=2,
+        clock=clock,
+    )
+    assert stop.waits == pytest.approx([0.5])  # to the slot at 3.0, not 1.0 later than the end
 
 
 def _cli_env(sim, tmp_path, **extra):
@@ -262,7 +305,14 @@ def test_sigterm_stops_polling_cleanly(tmp_path):
         )
         try:
             deadline = time.monotonic() + 60
-            while len(bronze_files(tmp_path)) < 4 and time.monotonic() < deadline:
+            while len(bronze_files(tmp_path)) < 4:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    out, err = proc.communicate()
+                    pytest.fail(
+                        f"expected 4 bronze files before SIGTERM, found {len(bronze_files(tmp_path))}"
+                        f" (exit {proc.returncode}): {err[-2000:]}"
+                    )
                 time.sleep(0.1)
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=30)

@@ -60,11 +60,11 @@ def _session_conf(spark: SparkSession, values: dict[str, str]) -> Iterator[None]
     try:
         yield
     finally:
-        for key, value in previous.items():
-            if value is None:
+        for key, old in previous.items():
+            if old is None:
                 spark.conf.unset(key)
             else:
-                spark.conf.set(key, value)
+                spark.conf.set(key, old)
 
 
 def compact_table(spark: SparkSession, path: str) -> dict[str, int]:

@@ -12,7 +12,7 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -86,7 +86,7 @@ def source_not_rematerialized(spark: SparkSession) -> Iterator[None]:
     on a ``local`` master, where an executor (and so a checkpoint block) cannot be lost on its own;
     on a cluster Delta keeps its copy, whose lost blocks it knows how to recover from.
     """
-    if not spark.sparkContext.master.startswith("local"):
+    if not (spark.sparkContext.master or "").startswith("local"):
         yield
         return
     spark.conf.set(MATERIALIZE_SOURCE_CONF, "none")
@@ -153,7 +153,7 @@ def read_checkpoint_query_id(spark: SparkSession, checkpoint_path: str) -> str:
 
     Read through Hadoop's FileSystem so it works on ``dbfs:/`` and object stores too.
     """
-    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    jvm: Any = spark.sparkContext._jvm  # py4j view: Optional in the stubs, set on a live session
     hconf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[attr-defined]
     path = jvm.org.apache.hadoop.fs.Path(checkpoint_path.rstrip("/") + "/metadata")
     fs = path.getFileSystem(hconf)

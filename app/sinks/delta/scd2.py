@@ -35,7 +35,7 @@ from app.tables import COLLAPSED_OBSERVATIONS_TYPE, SILVER_DDL, SILVER_KEYS, ddl
 WRITTEN = ("insert", "update")
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 SILVER_COLUMNS: tuple[str, ...] = ddl_column_names(SILVER_DDL)
 COLLAPSED = "collapsed_observations"
@@ -301,7 +301,7 @@ def apply_scd2_merge(
 
     keys = " AND ".join(f"t.{k} = s.{k}" for k in (*SILVER_KEYS, "valid_from"))
     condition = f"{keys} AND {scope_condition(scope)}"
-    values = {c: f"s.{c}" for c in SILVER_COLUMNS}
+    values: dict[str, str | Column] = {c: f"s.{c}" for c in SILVER_COLUMNS}
     merge = (
         DeltaTable.forPath(spark, path)
         .alias("t")

@@ -28,10 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
-
 from app.errors import ConfigError, LoadTerminalError, LoadTransientError
 from app.paths import local_path
+from app.retry import RetryPolicy
 from app.sinks.warehouse.loader import SnowflakeLoader, map_error
 from app.sinks.warehouse.sql import Dialect
 
@@ -46,8 +45,11 @@ EMULATOR_SCHEMA = "PUBLIC"
 LOGIN_TIMEOUT_SECONDS = 60
 NETWORK_TIMEOUT_SECONDS = 300
 STATEMENT_TIMEOUT_SECONDS = 1800
-CONNECT_ATTEMPTS = 4
 READ_POLL_SECONDS = 0.1
+CONNECT_RETRY = RetryPolicy(
+    max_attempts=4, backoff_initial=0.5, backoff_max=10.0, transient=(LoadTransientError,)
+)
+"""Connecting: transient errors (network, throttling) are retried with 0.5, 1, 2 s waits."""
 
 
 @dataclass(frozen=True)
@@ -339,15 +341,9 @@ def connector_from_settings(
     return snowflake_connector(settings)
 
 
-def _with_retry(connect: Callable[[], Any]) -> Callable[[], Any]:
-    """Wrap a connect function: map errors; retry transient ones with exponential backoff."""
+def _with_retry(connect: Callable[[], Any], policy: RetryPolicy = CONNECT_RETRY) -> Callable[[], Any]:
+    """Wrap a connect function: map errors; retry transient ones under ``policy``."""
 
-    @retry(
-        retry=retry_if_exception_type(LoadTransientError),
-        stop=stop_after_attempt(CONNECT_ATTEMPTS),
-        wait=wait_exponential(multiplier=0.5, max=10),
-        reraise=True,
-    )
     def attempt() -> Any:
         try:
             return connect()
@@ -356,4 +352,7 @@ def _with_retry(connect: Callable[[], Any]) -> Callable[[], Any]:
             logger.warning("warehouse connect failed: %s", mapped)
             raise mapped from exc
 
-    return attempt
+    def connect_with_retry() -> Any:
+        return policy.retrying()(attempt)
+
+    return connect_with_retry

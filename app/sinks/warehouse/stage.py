@@ -23,10 +23,9 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
-
 from app.errors import LoadTerminalError, LoadTransientError
 from app.paths import local_path
+from app.retry import RetryPolicy
 from app.sinks.warehouse.connector import WarehouseConnector, connector_from_settings
 from app.sinks.warehouse.sql import TARGETS, TargetTable, WarehouseBatch
 from app.tables import SILVER
@@ -200,8 +199,9 @@ class WarehouseStage:
 
     Args:
         connector_factory: ``(settings, layout) -> WarehouseConnector | None`` (tests inject one).
-        attempts: load attempts on transient errors (exponential backoff between them).
-        wait_seconds: first backoff wait.
+        attempts: load attempts on transient errors (exponential backoff between them);
+            ``COINLAKE_WAREHOUSE_LOAD_ATTEMPTS`` when None.
+        wait_seconds: first backoff wait, doubled per attempt up to 30 s.
     """
 
     name = "warehouse"
@@ -213,13 +213,22 @@ class WarehouseStage:
         self,
         connector_factory: Callable[[Settings, Layout], WarehouseConnector | None] = connector_from_settings,
         *,
-        attempts: int = 3,
+        attempts: int | None = None,
         wait_seconds: float = 1.0,
     ) -> None:
         self._factory = connector_factory
         self._attempts = attempts
-        self._wait = wait_seconds
+        self._wait_seconds = wait_seconds
         self._initialized: set[str] = set()
+
+    def retry_policy(self, settings: Settings) -> RetryPolicy:
+        """How a batch load is retried: the stage's attempts, else the settings'; waits double to 30 s."""
+        return RetryPolicy(
+            max_attempts=self._attempts or settings.warehouse_load_attempts,
+            backoff_initial=self._wait_seconds,
+            backoff_max=30.0,
+            transient=(LoadTransientError,),
+        )
 
     def __call__(self, ctx: BatchContext) -> dict[str, int]:
         connector = self._factory(ctx.settings, ctx.layout)
@@ -236,12 +245,6 @@ class WarehouseStage:
             touched, frames = self._frames_from_delta(ctx, pending, catches_up)
         batch = WarehouseBatch(ctx.app_id, ctx.batch_id, frames, touched, catches_up)
 
-        @retry(
-            retry=retry_if_exception_type(LoadTransientError),
-            stop=stop_after_attempt(self._attempts),
-            wait=wait_exponential(multiplier=self._wait, max=30),
-            reraise=True,
-        )
         def load() -> Any:
             if connector.kind not in self._initialized:
                 loader.init_schema()
@@ -249,7 +252,7 @@ class WarehouseStage:
             return loader.load(batch)
 
         try:
-            result = load()
+            result = self.retry_policy(ctx.settings).retrying()(load)
         except (LoadTransientError, LoadTerminalError) as exc:
             if ctx.settings.warehouse_on_error == "fail":
                 raise
@@ -325,8 +328,3 @@ class WarehouseStage:
             ],
         }
         _write_pending(path, record)
-
-
-def warehouse_stage(ctx: BatchContext) -> dict[str, int]:
-    """Convenience: a fresh :class:`WarehouseStage` with settings-driven connector (runs DDL once)."""
-    return WarehouseStage()(ctx)

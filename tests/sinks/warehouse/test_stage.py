@@ -10,7 +10,7 @@ import pytest
 
 from app.batch.context import BatchContext
 from app.config import load_settings
-from app.errors import LoadTransientError
+from app.errors import LoadTerminalError, LoadTransientError
 from app.paths import Layout
 from app.sinks.warehouse.connector import WarehouseConnector, emulator_connector
 from app.sinks.warehouse.sql import TARGETS, prepare_frame
@@ -280,3 +280,12 @@ def test_warehouse_none_is_a_no_op(spark, tmp_path):
     )
     assert WarehouseStage()(ctx) == {}
     assert not os.path.exists(os.path.join(str(tmp_path), "warehouse"))
+
+
+def test_warehouse_stage_load_attempts_come_from_settings_unless_given():
+    settings = load_settings(warehouse_load_attempts=5)
+    assert WarehouseStage().retry_policy(settings).max_attempts == 5
+    assert WarehouseStage(attempts=2).retry_policy(settings).max_attempts == 2
+    policy = WarehouseStage(wait_seconds=1.0).retry_policy(settings)
+    assert [policy.backoff(n) for n in (1, 2, 6)] == [1.0, 2.0, 30.0]
+    assert policy.is_transient(LoadTransientError("x")) and not policy.is_transient(LoadTerminalError("x"))
