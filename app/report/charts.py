@@ -134,7 +134,7 @@ def gold_figure(gold: pd.DataFrame, *, few_days: int = FEW_DAYS) -> Figure | Non
     for i, (col, title, log) in enumerate(panels):
         ax = fig.add_subplot(1, 3, i + 1)
         for k, (category, part) in enumerate(gold.groupby("market_cap_category")):
-            style = {"color": CATEGORY_COLORS.get(str(category)), "label": str(category)}
+            style: dict[str, Any] = {"color": CATEGORY_COLORS.get(str(category)), "label": str(category)}
             if len(days) <= few_days:
                 slots = [days.index(d) for d in pd.to_datetime(part["metric_date"]).dt.normalize()]
                 offset = (k - (len(categories) - 1) / 2) * width
@@ -247,7 +247,8 @@ def quality_figure(by_rule: pd.DataFrame, batches: pd.DataFrame, *, min_score: f
         for rule in pivot.columns:
             ax.bar(positions, pivot[rule].to_numpy(), bottom=bottom, label=str(rule))
             bottom += pivot[rule].to_numpy()
-        ax.legend(fontsize=7, ncol=4, loc="upper left")
+        # Beside the plot: inside, it would hide the score line, which sits near 100 %.
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.07, 1.0), title="quarantined by rule")
     ax.set_ylabel("quarantined records")
     _batch_ticks(ax, order)
     ax.set_xlabel("batch id (in time order)", fontsize=8)
