@@ -18,10 +18,11 @@ from tests.helpers import T0, coin_record, minutes, write_bronze_page, write_raw
 def cli_spark(spark, monkeypatch):
     """Every command's session is the test session (one JVM per test process)."""
     import app.commands.report as report_command
+    import app.commands.sql as sql_command
     import app.commands.status as status_command
     import app.commands.stream as stream_command
 
-    for module in (report_command, status_command, stream_command):
+    for module in (report_command, sql_command, status_command, stream_command):
         monkeypatch.setattr(module, "spark_from_settings", lambda settings, app_name="coinlake": spark)
     return spark
 
@@ -32,7 +33,7 @@ def test_stream_scores_batches_alerts_once_and_status_and_report_show_it(
     root = str(tmp_path)
     layout = Layout.from_root(root)
     for key, value in {
-        "COINLAKE_WAREHOUSE": "none",
+        "COINLAKE_WAREHOUSE": "emulator",
         "COINLAKE_DQ_MIN_SCORE": "0.8",
         "COINLAKE_DQ_MAX_RULE_FAILURES": "5",
         "COINLAKE_MAX_FILES_PER_TRIGGER": "1",
@@ -70,7 +71,17 @@ def test_stream_scores_batches_alerts_once_and_status_and_report_show_it(
         delivered = fh.read().splitlines()
     assert len(delivered) == len(low) and all(d.startswith("dq|coinlake-") for d in delivered)
 
+    # the warehouse mirrors the scores (a batch's metadata row goes with the next batch's load)
     capsys.readouterr()
+    query = 'SELECT "BATCH_ID", "DQ_PASSED", "DQ_SCORE", "DQ_SCORE_BY_RULE" FROM "PIPELINE_METADATA"'
+    assert main(["--data-dir", root, "sql", "--warehouse", "--format", "json", query]) == 0
+    mirrored = json.loads(capsys.readouterr().out)
+    assert len(mirrored) >= len(scored) - 1
+    for row in mirrored:
+        assert row["DQ_SCORE"] == scored[row["BATCH_ID"]]
+        assert row["DQ_PASSED"] == {1.0: 4, 0.5: 1, 0.0: 0}[row["DQ_SCORE"]]
+        assert bool(json.loads(row["DQ_SCORE_BY_RULE"])) == (row["DQ_SCORE"] < 1.0)
+
     assert main(["--data-dir", root, "status", "--json"]) == 0
     quality = json.loads(capsys.readouterr().out)["data_quality"]
     last = quality["last_batch"]
