@@ -163,6 +163,9 @@ class Settings(BaseSettings):
     """Warehouse target; default ``snowflake`` when SNOWFLAKE_ACCOUNT is set, else ``emulator``."""
     warehouse_on_error: Literal["fail", "continue"] = "fail"
     """On a warehouse load error: fail the batch (retried on restart) or continue and catch up later."""
+    warehouse_read_wait_seconds: float = Field(default=30.0, ge=0)
+    """How long ``sql --warehouse`` and ``status`` wait for the emulator's file while another process
+    (a running stream) writes to it, in seconds; then they fail with a message saying so."""
     snowflake_account: str | None = _snowflake_alias("account")
     snowflake_user: str | None = _snowflake_alias("user")
     snowflake_password: SecretStr | None = _snowflake_alias("password")
@@ -174,6 +177,15 @@ class Settings(BaseSettings):
     snowflake_warehouse: str | None = _snowflake_alias("warehouse")
     snowflake_database: str | None = _snowflake_alias("database")
     snowflake_schema: str | None = _snowflake_alias("schema")
+
+    # --- status (alerting on lag: ``coinlake status`` exits 1 when one is exceeded) ---
+    status_max_lag_seconds: float = Field(default=900.0, gt=0)
+    """Largest tolerated stream lag in seconds: per currency, the newest bronze ``fetched_at`` minus
+    the newest silver observation (``last_updated``); a currency with bronze and no silver exceeds it."""
+    status_max_lag_files: int = Field(default=500, ge=0)
+    """Largest tolerated number of bronze files the stream's checkpoint has not committed."""
+    status_max_ingest_lag_seconds: float = Field(default=0.0, ge=0)
+    """Largest tolerated time since the last ingest cycle, in seconds (0: not checked)."""
 
     # --- runtime ---
     spark_master: str = "local[*]"

@@ -259,9 +259,9 @@ def _count_tables(spark: Any, layout: Layout, summary: DemoSummary) -> None:
 
 def _warehouse_counts(settings: Settings, layout: Layout) -> dict[str, int]:
     """Row counts of the warehouse tables, or an empty dict when there is no warehouse."""
-    from app.sinks.snowflake import TABLE_NAMES as WAREHOUSE_TABLES
-    from app.sinks.snowflake import quote_ident
-    from app.sinks.warehouse import connector_from_settings
+    from app.sinks.warehouse.connector import connector_from_settings
+    from app.sinks.warehouse.sql import WAREHOUSE_TABLE_NAMES as WAREHOUSE_TABLES
+    from app.sinks.warehouse.sql import quote_ident
 
     connector = connector_from_settings(settings, layout)
     if connector is None:

@@ -5,12 +5,12 @@ Design: **buffer in the listener, write from the driver thread.**
 PySpark calls :class:`ProgressRecorder`'s callbacks on a separate thread (the py4j callback
 server) while the stream's foreachBatch handler may be in the middle of its own Delta commits.
 Writing Delta from the callback would race those commits and, worse, the session-wide
-``txnAppId``/``txnVersion`` settings of :func:`app.sinks.delta_io.delta_txn`: an append made while
+``txnAppId``/``txnVersion`` settings of :func:`app.sinks.delta.io.delta_txn`: an append made while
 they are set would be tagged with the batch's transaction id (and skipped, or consume it). So the
 callback only turns the event into a plain dict and appends it to an in-memory buffer under a
 small lock; nothing touches Spark there (a JVM call from the callback would also stall Spark's
 listener bus). :meth:`ProgressRecorder.flush` writes the buffer as one blind Delta append from a
-Python thread of ours and holds ``delta_io._TXN_LOCK`` while doing so, so it can never interleave
+Python thread of ours and holds ``delta_io.SESSION_TXN_LOCK`` while doing so, so it can never interleave
 with a ``delta_txn`` block; blind appends do not conflict with the handler's own commits. Call it
 after the query ends (the :func:`recording_progress` context manager does), periodically from the
 thread that awaits the query (``flush(..., min_interval_s=60)``), or let the context manager run
@@ -164,7 +164,7 @@ class ProgressRecorder(StreamingQueryListener):
         """
         if min_interval_s and time.monotonic() - self._last_flush < min_interval_s:
             return 0
-        from app.sinks.delta_io import _TXN_LOCK
+        from app.sinks.delta.io import SESSION_TXN_LOCK
         from app.tables import METADATA_DDL, ensure_table
 
         with self._lock:
@@ -175,7 +175,7 @@ class ProgressRecorder(StreamingQueryListener):
             return 0
         path = layout.table(METADATA)
         try:
-            with _TXN_LOCK:
+            with SESSION_TXN_LOCK:
                 if path not in self._ensured:
                     ensure_table(spark, METADATA, path)
                     self._ensured.add(path)

@@ -16,8 +16,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
+from app.lag import LagLimits, bronze_newest_by_currency, compute_lag, parse_time, silver_newest_by_currency
 from app.paths import Layout, local_path
-from app.tables import METADATA, QUARANTINE, TABLE_NAMES, TABLES
+from app.tables import METADATA, QUARANTINE, SILVER, TABLE_NAMES, TABLES
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -39,6 +40,8 @@ def collect_status(
     spark_factory: Callable[[], SparkSession] | None = None,
     ledger_reader: LedgerReader | None = None,
     warehouse_reason: str = "no warehouse reader configured",
+    lag_limits: LagLimits | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """Gather the state of a data root.
 
@@ -50,12 +53,16 @@ def collect_status(
         ledger_reader: returns the warehouse ``LOAD_LEDGER`` position as rows with ``app_id``,
             ``batch_id`` (the highest loaded) and ``loaded_at``; None means unavailable.
         warehouse_reason: why the warehouse is unavailable when ``ledger_reader`` is None.
+        lag_limits: the thresholds of the ``lag`` section (default: :class:`LagLimits` defaults).
+        now: the time the ingest lag is measured against (default: the current time).
 
     Returns:
         A JSON-able dict with the keys ``data_root``, ``generated_at``, ``bronze``, ``stream``,
-        ``batches``, ``tables``, ``quarantine_by_rule``, ``data_quality``, ``ingest``,
-        ``last_error`` and ``warehouse``.
+        ``lag``, ``batches``, ``tables``, ``quarantine_by_rule``, ``data_quality``, ``ingest``,
+        ``last_error`` and ``warehouse``; ``lag["exceeded"]`` lists the limits exceeded (see
+        :mod:`app.lag`).
     """
+    now = now or datetime.now(UTC)
     bronze = bronze_inventory(layout)
     stream = stream_progress(layout, bronze["paths"])
     existing = [name for name in TABLE_NAMES if _is_delta_table(layout.table(name))]
@@ -72,16 +79,30 @@ def collect_status(
     quarantine: dict[str, int] = {}
     if spark is not None and QUARANTINE in existing:
         quarantine = quarantine_by_rule(spark, layout)
+    # No silver table at all is "nothing processed"; a table without Spark is "not measured".
+    silver_newest: dict[str, datetime] | None = {}
+    if SILVER in existing:
+        silver_newest = silver_newest_by_currency(spark, layout) if spark is not None else None
+    ingest = ingest_summary(layout)
+    lag = compute_lag(
+        stream,
+        bronze_newest_by_currency(bronze["paths"]),
+        silver_newest,
+        parse_time(record_time(ingest["last"])),
+        now=now,
+        limits=lag_limits or LagLimits(),
+    )
     status = {
         "data_root": layout.root,
-        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "generated_at": now.isoformat(timespec="seconds"),
         "bronze": {k: v for k, v in bronze.items() if k != "paths"},
         "stream": stream,
+        "lag": lag,
         "batches": batches,
         "tables": tables,
         "quarantine_by_rule": quarantine,
         "data_quality": quality,
-        "ingest": ingest_summary(layout),
+        "ingest": ingest,
         "last_error": last_error,
         "warehouse": warehouse_summary(ledger_reader, stream, warehouse_reason),
     }

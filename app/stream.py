@@ -17,22 +17,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from app.batch.handler import BatchHandler
 from app.errors import ConfigError, PipelineError
 from app.logs import log_event
 from app.paths import STREAM_QUERY_NAME
-from app.sinks.handler import SilverBatchHandler
 from app.sources.bronze import read_bronze_stream
-from app.tables import METADATA, QUARANTINE, SILVER, ensure_table
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
+    from app.batch.context import Stage, StageFn
     from app.config import Settings
     from app.paths import Layout
     from app.quality.expectations import Rule
-    from app.sinks.context import Stage
-    from app.sinks.metadata import BatchMetadata
+    from app.sinks.delta.metadata import BatchMetadata
 
 logger = logging.getLogger(__name__)
 Trigger = Literal["available-now", "interval"]
@@ -66,18 +65,19 @@ class StreamResult:
         return sum(b.records_read for b in self.batches)
 
 
-def default_stages(settings: Settings) -> list[Stage]:
-    """The stages run after silver in every batch, in order.
+def default_stages(settings: Settings) -> list[Stage | StageFn]:
+    """The stages of every batch; the handler orders them by what each requires.
 
-    Anomalies come before gold (candles count the batch's anomalies); the warehouse comes last so
-    it mirrors what Delta committed. ``COINLAKE_WAREHOUSE=none`` leaves the warehouse out.
+    Anomalies and gold run with the silver MERGE (both score the working set themselves); the
+    warehouse requires silver, anomalies and gold, so it mirrors what Delta committed.
+    ``COINLAKE_WAREHOUSE=none`` leaves the warehouse out.
     """
-    from app.sinks.anomalies import anomalies_stage
-    from app.sinks.gold import gold_stage
+    from app.batch.anomalies import ANOMALIES_STAGE
+    from app.batch.gold import GOLD_STAGE
 
-    stages: list[Stage] = [anomalies_stage, gold_stage]
+    stages: list[Stage | StageFn] = [ANOMALIES_STAGE, GOLD_STAGE]
     if settings.effective_warehouse != "none":
-        from app.sinks.warehouse_stage import WarehouseStage
+        from app.sinks.warehouse.stage import WarehouseStage
 
         stages.append(WarehouseStage())
     return stages
@@ -100,14 +100,13 @@ def start_stream(
     spark: SparkSession,
     settings: Settings,
     layout: Layout,
-    handler: SilverBatchHandler,
+    handler: BatchHandler,
     *,
     trigger: Trigger = "available-now",
     every: str = "30s",
 ) -> StreamingQuery:
     """Start the query (named :data:`app.paths.STREAM_QUERY_NAME`) with ``handler`` as its sink."""
-    for name in (SILVER, QUARANTINE, METADATA):
-        ensure_table(spark, name, layout.table(name))
+    handler.prepare(spark)  # every table the batches write, once, before the first batch
     source_df = read_bronze_stream(
         spark,
         layout.bronze_root,
@@ -135,7 +134,7 @@ def run_stream(
     *,
     trigger: Trigger = "available-now",
     every: str = "30s",
-    stages: Sequence[Stage] | None = None,
+    stages: Sequence[Stage | StageFn] | None = None,
     rules: list[Rule] | None = None,
     run_id: str | None = None,
     timeout_seconds: float | None = None,
@@ -163,7 +162,7 @@ def run_stream(
     """
     run_id = run_id or uuid.uuid4().hex
     checkpoint = layout.checkpoint(STREAM_QUERY_NAME)
-    handler = SilverBatchHandler(
+    handler = BatchHandler(
         layout=layout,
         settings=settings,
         checkpoint=checkpoint,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -17,36 +17,96 @@ if TYPE_CHECKING:
 # Business key of silver and of the anomaly detector.
 SILVER_KEYS = ("coin_id", "vs_currency")
 
-# Columns whose change starts a new SCD2 version (hashed into row_hash, null-safe).
-TRACKED_COLUMNS = (
-    "symbol",
-    "name",
-    "current_price",
-    "market_cap",
-    "market_cap_rank",
-    "total_volume",
-    "high_24h",
-    "low_24h",
-    "price_change_24h",
-    "price_change_percentage_24h",
-    "circulating_supply",
-    "total_supply",
-    "max_supply",
-    "ath",
-    "ath_date",
-    "atl",
-    "atl_date",
-)
 
-# The typed record as parsed from bronze, before derived columns (one row per API record).
-RECORD_DDL = """
-coin_id STRING, vs_currency STRING, symbol STRING, name STRING,
-current_price DOUBLE, market_cap DOUBLE, market_cap_rank INT, total_volume DOUBLE,
-high_24h DOUBLE, low_24h DOUBLE, price_change_24h DOUBLE, price_change_percentage_24h DOUBLE,
-circulating_supply DOUBLE, total_supply DOUBLE, max_supply DOUBLE,
-ath DOUBLE, ath_date TIMESTAMP, atl DOUBLE, atl_date TIMESTAMP,
-last_updated TIMESTAMP, extracted_at TIMESTAMP, source_file STRING
-"""
+@dataclass(frozen=True)
+class FieldSpec:
+    """One field of a CoinGecko ``/coins/markets`` record and the silver column it becomes.
+
+    The Delta DDLs, the raw-text schema bronze is read with, the typed select of parsing, its
+    type rules, the row hash, the Snowflake targets and the report's data all derive from
+    :data:`COINGECKO_FIELDS`: adding a field is one line here (and the simulator sending it).
+
+    Attributes:
+        source: the field's name in the API record.
+        kind: ``text``, ``double``, ``int`` or ``timestamp``; how the raw text is converted.
+        column: the silver column (default: ``source``).
+        tracked: a change of it starts a new SCD2 version (hashed into ``row_hash``).
+        max_chars: longest text (``text`` only; None: any length).
+        quarantine_unrepresentable: a value that does not fit (NaN, ±Infinity, a time out of
+            range, text too long or not text) quarantines the record; otherwise it becomes NULL
+            and a ``warn`` rule counts it.
+        report: loaded into the report's price data.
+    """
+
+    source: str
+    kind: Literal["text", "double", "int", "timestamp"]
+    column: str = ""
+    tracked: bool = True
+    max_chars: int | None = None
+    quarantine_unrepresentable: bool = False
+    report: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.column:
+            object.__setattr__(self, "column", self.source)
+
+    @property
+    def spark_type(self) -> str:
+        """The Spark SQL type of the silver column."""
+        return {"text": "STRING", "double": "DOUBLE", "int": "INT", "timestamp": "TIMESTAMP"}[self.kind]
+
+
+# Longest text kept in a record's text columns: a key is a short slug; a name is short text.
+MAX_KEY_CHARS = 200
+MAX_NAME_CHARS = 1000
+
+# Every field of a record coinlake keeps, in silver column order. Fields the API sends that are
+# not here are ignored.
+COINGECKO_FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec(
+        "id",
+        "text",
+        column="coin_id",
+        tracked=False,
+        max_chars=MAX_KEY_CHARS,
+        quarantine_unrepresentable=True,
+    ),
+    FieldSpec("symbol", "text", max_chars=MAX_KEY_CHARS, quarantine_unrepresentable=True, report=True),
+    FieldSpec("name", "text", max_chars=MAX_NAME_CHARS, report=True),
+    FieldSpec("current_price", "double", quarantine_unrepresentable=True, report=True),
+    FieldSpec("market_cap", "double", quarantine_unrepresentable=True, report=True),
+    FieldSpec("market_cap_rank", "int"),
+    FieldSpec("total_volume", "double", quarantine_unrepresentable=True, report=True),
+    FieldSpec("high_24h", "double"),
+    FieldSpec("low_24h", "double"),
+    FieldSpec("price_change_24h", "double"),
+    FieldSpec("price_change_percentage_24h", "double"),
+    FieldSpec("circulating_supply", "double"),
+    FieldSpec("total_supply", "double"),
+    FieldSpec("max_supply", "double"),
+    FieldSpec("ath", "double"),
+    FieldSpec("ath_date", "timestamp"),
+    FieldSpec("atl", "double"),
+    FieldSpec("atl_date", "timestamp"),
+    FieldSpec("last_updated", "timestamp", tracked=False, quarantine_unrepresentable=True),
+)
+FIELDS_BY_COLUMN: dict[str, FieldSpec] = {f.column: f for f in COINGECKO_FIELDS}
+
+# Columns whose change starts a new SCD2 version (hashed into row_hash, null-safe, in this order).
+TRACKED_COLUMNS = tuple(f.column for f in COINGECKO_FIELDS if f.tracked)
+
+# The typed record as parsed from bronze, before derived columns (one row per API record): the
+# business key (coin_id, and vs_currency from the page's request), the other fields, and where and
+# when the record was fetched.
+RECORD_DDL = ", ".join(
+    [
+        "coin_id STRING",
+        "vs_currency STRING",
+        *(f"{f.column} {f.spark_type}" for f in COINGECKO_FIELDS if f.column != "coin_id"),
+        "extracted_at TIMESTAMP",
+        "source_file STRING",
+    ]
+)
 
 DERIVED_DDL = """
 price_volatility_24h DOUBLE, market_cap_category STRING, volume_to_market_cap_ratio DOUBLE,

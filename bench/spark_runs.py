@@ -33,7 +33,7 @@ from bench.jobs import BatchJobCounter
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from app.sinks.context import Stage
+    from app.batch.context import Stage
 
 SILVER_ALONE: tuple[Stage, ...] = ()  # the stage list of the silver floor
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from pyspark.sql import SparkSession
 
-    from app.sinks.context import Stage
+    from app.batch.context import Stage
 
 
 @dataclass

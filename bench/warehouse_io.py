@@ -1,6 +1,6 @@
 """Warehouse cost per batch: SQL statements and round trips for 10, 1,000 and 10,000 changed rows.
 
-Drives the real :class:`~app.sinks.snowflake_loader.SnowflakeLoader` against the embedded emulator,
+Drives the real :class:`~app.sinks.warehouse.loader.SnowflakeLoader` against the embedded emulator,
 counting every ``cursor.execute`` (statements), every ``write_pandas`` (bulk staging calls) and
 every connection opened. Every target table gets ``n`` changed rows in the batch.
 """
@@ -14,9 +14,9 @@ from typing import Any
 
 import pandas as pd
 
-from app.sinks.snowflake import TARGETS, WarehouseBatch
-from app.sinks.snowflake_loader import SnowflakeLoader
-from app.sinks.warehouse import emulator_connector
+from app.sinks.warehouse.connector import emulator_connector
+from app.sinks.warehouse.loader import SnowflakeLoader
+from app.sinks.warehouse.sql import TARGETS, WarehouseBatch
 
 T0 = pd.Timestamp("2026-01-01 00:00:00")
 COINS = 100

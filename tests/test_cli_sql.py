@@ -11,8 +11,8 @@ import pytest
 
 from app.cli import main
 from app.commands.sql import format_rows
-from app.sinks.snowflake import WarehouseBatch
-from app.sinks.warehouse import emulator_connector
+from app.sinks.warehouse.connector import emulator_connector
+from app.sinks.warehouse.sql import WarehouseBatch
 from app.tables import ensure_table
 
 pytestmark = pytest.mark.filterwarnings("ignore:Arrow output")
@@ -108,7 +108,7 @@ def test_snowflake_init_check_and_sql_warehouse(tmp_path, capsys):
             "current_price": [42.5],
         }
     )
-    from app.sinks.snowflake import TARGETS
+    from app.sinks.warehouse.sql import TARGETS
 
     for col in TARGETS[0].column_names:
         silver[col.lower()] = silver.get(col.lower())

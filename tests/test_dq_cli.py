@@ -51,7 +51,7 @@ def test_stream_scores_batches_alerts_once_and_status_and_report_show_it(
     )
     write_raw_bronze(layout.bronze_root, T0 + minutes(2), "zz-broken.json", "<html>oops</html>")
 
-    with caplog.at_level(logging.WARNING, logger="app.sinks.dq_alerts"):
+    with caplog.at_level(logging.WARNING, logger="app.alerts.dq"):
         assert main(["--data-dir", root, "stream", "--trigger", "available-now"]) == 0
     alerts = [r for r in caplog.records if r.getMessage() == "dq.alert"]
     scored = {

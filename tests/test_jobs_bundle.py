@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import copy
 import importlib.util
 import re
 import subprocess
@@ -121,3 +122,80 @@ def test_job_entry_point_runs_with_help(name):
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(f"usage: jobs/{name}.py")
     assert "--data-dir" in out.stdout
+
+
+# The Jobs API's documented health metrics (JobsHealthMetric) and the notification event each one
+# raises; GREATER_THAN is the only operator the API defines.
+HEALTH_EVENT = {
+    "RUN_DURATION_SECONDS": "on_duration_warning_threshold_exceeded",
+    "STREAMING_BACKLOG_BYTES": "on_streaming_backlog_exceeded",
+    "STREAMING_BACKLOG_RECORDS": "on_streaming_backlog_exceeded",
+    "STREAMING_BACKLOG_SECONDS": "on_streaming_backlog_exceeded",
+    "STREAMING_BACKLOG_FILES": "on_streaming_backlog_exceeded",
+}
+EMAIL_VAR = "${var.notification_email}"
+DESTINATION_VAR = "${var.notification_destination_id}"
+
+
+def notification_problems(bundle: dict) -> list[str]:
+    """What is missing from the failure notifications and health rules of each job (empty: none)."""
+    problems = []
+    for var in ("notification_email", "notification_destination_id"):
+        if var not in bundle.get("variables", {}):
+            problems.append(f"variable {var} is not declared")
+    for job_key, job in bundle["resources"]["jobs"].items():
+        email = job.get("email_notifications") or {}
+        webhook = job.get("webhook_notifications") or {}
+        events = {"on_failure"}
+        for rule in (job.get("health") or {}).get("rules", []):
+            metric = rule.get("metric")
+            if metric not in HEALTH_EVENT:
+                problems.append(f"{job_key}: health metric {metric!r} is not one the Jobs API documents")
+                continue
+            if rule.get("op") != "GREATER_THAN":
+                problems.append(f"{job_key}: health rule {metric} has op {rule.get('op')!r}")
+            value = _resolve(str(rule.get("value")), bundle)
+            if not value.isdigit() or int(value) <= 0:
+                problems.append(
+                    f"{job_key}: health rule {metric} has value {value!r}, not a positive integer"
+                )
+            events.add(HEALTH_EVENT[metric])
+        for event in sorted(events):
+            if EMAIL_VAR not in (email.get(event) or []):
+                problems.append(f"{job_key}: email_notifications.{event} does not mail {EMAIL_VAR}")
+            if {"id": DESTINATION_VAR} not in (webhook.get(event) or []):
+                problems.append(f"{job_key}: webhook_notifications.{event} does not call {DESTINATION_VAR}")
+    return problems
+
+
+def test_bundle_notifies_on_failure_and_health_for_every_job(bundle):
+    assert notification_problems(bundle) == []
+    jobs = bundle["resources"]["jobs"]
+    stream_metrics = {r["metric"] for r in jobs["coinlake_stream"]["health"]["rules"]}
+    assert stream_metrics == {"STREAMING_BACKLOG_SECONDS", "STREAMING_BACKLOG_FILES"}
+    assert [r["metric"] for r in jobs["coinlake_batch"]["health"]["rules"]] == ["RUN_DURATION_SECONDS"]
+    # Who is notified is the operator's choice: the variables have no made-up default.
+    for var in ("notification_email", "notification_destination_id"):
+        assert "default" not in bundle["variables"][var]
+
+
+def test_notification_problems_names_a_job_without_notifications_and_a_bad_health_rule(bundle):
+    broken = copy.deepcopy(bundle)
+    del broken["resources"]["jobs"]["coinlake_ingest"]["email_notifications"]
+    broken["resources"]["jobs"]["coinlake_stream"]["webhook_notifications"].pop(
+        "on_streaming_backlog_exceeded"
+    )
+    broken["resources"]["jobs"]["coinlake_batch"]["health"]["rules"].append(
+        {"metric": "CPU_PERCENT", "op": "GREATER_THAN", "value": 90}
+    )
+    broken["resources"]["jobs"]["coinlake_batch"]["health"]["rules"][0]["value"] = "soon"
+
+    problems = notification_problems(broken)
+
+    assert problems == [
+        "coinlake_ingest: email_notifications.on_failure does not mail ${var.notification_email}",
+        "coinlake_stream: webhook_notifications.on_streaming_backlog_exceeded does not call "
+        "${var.notification_destination_id}",
+        "coinlake_batch: health rule RUN_DURATION_SECONDS has value 'soon', not a positive integer",
+        "coinlake_batch: health metric 'CPU_PERCENT' is not one the Jobs API documents",
+    ]

@@ -28,9 +28,9 @@ from delta.tables import DeltaTable
 
 from app.config import Settings, load_settings
 from app.paths import STREAM_QUERY_NAME, Layout
-from app.sinks.snowflake import TARGETS, TargetTable, prepare_frame
-from app.sinks.warehouse import emulator_connector
-from app.sinks.warehouse_stage import to_pandas
+from app.sinks.warehouse.connector import emulator_connector
+from app.sinks.warehouse.sql import TARGETS, TargetTable, prepare_frame
+from app.sinks.warehouse.stage import to_pandas
 from app.stream import StreamResult, run_stream
 from tests.helpers import assert_scd2_invariants, coin_record, silver_content, write_bronze_page
 
@@ -117,8 +117,8 @@ def _run(spark, layout: Layout, settings: Settings) -> StreamResult:
     assert all(b.status == "ok" and b.reconciles for b in result.batches)
     for b in result.batches:
         stages = b.details.get("stages", {})
-        assert set(stages) == {"anomalies_stage", "gold_stage", "WarehouseStage"}, stages
-        assert stages["WarehouseStage"].get("warehouse_failed", 0) == 0
+        assert set(stages) == {"anomalies", "gold", "warehouse"}, stages
+        assert stages["warehouse"].get("warehouse_failed", 0) == 0
     return result
 
 
@@ -158,7 +158,9 @@ def test_all_stages_are_order_independent_and_mirrored(spark, tmp_path):
         # (b) the warehouse follows every run, including late data that rewrote old silver rows
         assert_warehouse_equals_delta(spark, layout_c)
         if n == 1:
-            changed = sum(b.details["silver"]["upserts"] for b in res.batches)
+            changed = sum(
+                b.details["silver"]["inserts"] + b.details["silver"]["updates"] for b in res.batches
+            )
             assert changed > 0
     assert len(query_ids) == 1
     compactions = [b.details["optimize"] for b in batches_c if "optimize" in b.details]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -12,6 +12,7 @@ from app.cli import main
 from app.commands.status import format_quality, format_status
 from app.paths import Layout
 from app.status import collect_status, ingest_summary, stream_progress, warehouse_summary
+from tests.helpers import T0, coin_record, minutes, write_bronze_page
 from tests.sample_lake import build_sample_lake
 
 
@@ -157,8 +158,6 @@ def test_collect_status_counts_delta_tables_and_finds_last_batch_and_error(spark
 
 
 def test_quality_summary_scores_the_last_batch_and_the_last_24_hours(spark, tmp_path):
-    from datetime import UTC, datetime
-
     from app.status import quality_summary
     from tests.sample_lake import START
 
@@ -197,3 +196,114 @@ def test_status_command_prints_json_for_an_empty_root(tmp_path, capsys, monkeypa
     assert code == 0
     assert out["warehouse"] == {"available": False, "reason": "disabled (COINLAKE_WAREHOUSE=none)"}
     assert out["bronze"]["files"] == 0
+
+
+def _status_json(capsys, root: str) -> tuple[int, dict]:
+    code = main(["--data-dir", root, "status", "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_status_exits_1_with_the_lag_when_bronze_is_unprocessed_and_ingest_is_late(
+    tmp_path, capsys, monkeypatch
+):
+    root = str(tmp_path)
+    layout = Layout.from_root(root)
+    monkeypatch.setenv("COINLAKE_WAREHOUSE", "none")
+    monkeypatch.setenv("COINLAKE_STATUS_MAX_LAG_FILES", "2")
+    monkeypatch.setenv("COINLAKE_STATUS_MAX_INGEST_LAG_SECONDS", "600")
+    for minute, currency in ((0, "usd"), (5, "usd"), (3, "eur")):
+        write_bronze_page(
+            layout.bronze_root, T0 + minutes(minute), [coin_record("bitcoin", 1.0, T0)], vs_currency=currency
+        )
+    os.makedirs(layout.logs_dir)
+    two_hours_ago = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
+    with open(os.path.join(layout.logs_dir, "ingest_runs.jsonl"), "w") as fh:
+        fh.write(json.dumps({"run_id": "r1", "status": "ok", "finished_at": two_hours_ago}) + "\n")
+
+    code, status = _status_json(capsys, root)
+
+    assert code == 1
+    lag = status["lag"]
+    assert lag["files_behind"] == 3
+    assert lag["by_currency"] == {
+        "eur": {"bronze_newest": "2026-01-05T12:03:00+00:00", "silver_newest": None, "lag_seconds": None},
+        "usd": {"bronze_newest": "2026-01-05T12:05:00+00:00", "silver_newest": None, "lag_seconds": None},
+    }
+    assert 7190 < lag["ingest_lag_seconds"] < 7300
+    assert lag["exceeded"] == [
+        "3 bronze files not committed by the stream (limit 2)",
+        "eur: bronze up to 2026-01-05 12:03:00 and no silver rows",
+        "usd: bronze up to 2026-01-05 12:05:00 and no silver rows",
+        f"last ingest cycle {lag['ingest_lag_seconds']:.0f} s ago (limit 600 s)",
+    ]
+    assert main(["--data-dir", root, "status"]) == 1
+    text = capsys.readouterr().out
+    assert "lag         3 files behind; silver behind bronze: eur no silver, usd no silver" in text
+    assert "LAG EXCEEDED: 3 bronze files not committed by the stream (limit 2)" in text
+
+
+def test_status_refuses_a_negative_lag_limit_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COINLAKE_STATUS_MAX_LAG_SECONDS", "-5")
+
+    assert main(["--data-dir", str(tmp_path), "status", "--json"]) == 2
+
+    err = capsys.readouterr().err
+    assert err.startswith("coinlake: error: invalid setting COINLAKE_STATUS_MAX_LAG_SECONDS='-5'")
+
+
+def test_config_show_lists_the_lag_limits(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COINLAKE_STATUS_MAX_LAG_FILES", "7")
+
+    assert main(["--data-dir", str(tmp_path), "config", "show", "--json"]) == 0
+
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["COINLAKE_STATUS_MAX_LAG_FILES"] == 7
+    assert shown["COINLAKE_STATUS_MAX_LAG_SECONDS"] == 900.0
+    assert shown["COINLAKE_STATUS_MAX_INGEST_LAG_SECONDS"] == 0.0
+
+
+def test_status_of_a_caught_up_lake_exits_0_and_exits_1_once_bronze_moves_ahead(
+    spark, tmp_path, capsys, monkeypatch
+):
+    root = str(tmp_path)
+    layout = Layout.from_root(root)
+    monkeypatch.setenv("COINLAKE_WAREHOUSE", "none")
+    monkeypatch.setenv("COINLAKE_STATUS_MAX_LAG_SECONDS", "3600")
+    monkeypatch.setenv("COINLAKE_STATUS_MAX_LAG_FILES", "0")
+    # CoinGecko's last_updated trails the fetch: 30 s here, a lag the limit tolerates.
+    observed = T0 - timedelta(seconds=30)
+    write_bronze_page(
+        layout.bronze_root,
+        T0,
+        [coin_record("bitcoin", 100.0, observed), coin_record("ethereum", 10.0, observed)],
+    )
+    # An unchanged observation collapses into the version: it still counts as seen.
+    write_bronze_page(
+        layout.bronze_root, T0 + minutes(1), [coin_record("ethereum", 10.0, observed + minutes(1))]
+    )
+    assert main(["--data-dir", root, "stream", "--trigger", "available-now"]) == 0
+    capsys.readouterr()
+
+    code, status = _status_json(capsys, root)
+
+    assert code == 0, status["lag"]
+    assert status["lag"]["files_behind"] == 0
+    assert status["lag"]["by_currency"]["usd"]["lag_seconds"] == 30.0
+    assert status["lag"]["exceeded"] == []
+
+    later = T0 + timedelta(hours=2)
+    write_bronze_page(layout.bronze_root, later, [coin_record("bitcoin", 101.0, later)], page=2)
+
+    code, status = _status_json(capsys, root)
+
+    assert code == 1
+    assert status["lag"]["files_behind"] == 1
+    assert status["lag"]["by_currency"]["usd"] == {
+        "bronze_newest": "2026-01-05T14:00:00+00:00",
+        "silver_newest": "2026-01-05T12:00:30+00:00",
+        "lag_seconds": 7170.0,
+    }
+    assert status["lag"]["exceeded"] == [
+        "1 bronze files not committed by the stream (limit 0)",
+        "usd: silver 7170 s behind bronze (limit 3600 s)",
+    ]

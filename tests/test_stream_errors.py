@@ -13,7 +13,7 @@ from app.stream import root_cause
 JVM_FAILURE = """[STREAM_FAILED] Query [id = 1, runId = 2] terminated with exception: [FOREACH_BATCH_USER_FUNCTION_ERROR] \
 An error occurred in the user provided function in foreach batch sink. Reason: An exception was raised by the Python \
 Proxy. Return Message: Traceback (most recent call last):
-  File "/app/sinks/handler.py", line 113, in __call__
+  File "/app/batch/handler.py", line 113, in __call__
     self.process(batch_df, batch_id)
 py4j.protocol.Py4JJavaError: An error occurred while calling o3977.execute.
 : org.apache.spark.SparkException: [TASK_WRITE_FAILED] Task failed while writing rows to file:/d/tables/gold. SQLSTATE: 58030
@@ -24,7 +24,7 @@ Caused by: java.io.FileNotFoundException: /d/tables/gold/part-00000.snappy.parqu
 
  SQLSTATE: 39000
 Caused by: py4j.Py4JException: An exception was raised by the Python Proxy. Return Message: Traceback (most recent call last):
-  File "/app/sinks/handler.py", line 113, in __call__
+  File "/app/batch/handler.py", line 113, in __call__
 === Streaming Query ===
 Identifier: bronze_to_silver
 Caused by: java.lang.IllegalStateException: not this one
@@ -32,7 +32,7 @@ Caused by: java.lang.IllegalStateException: not this one
 
 PYTHON_FAILURE = """[STREAM_FAILED] Query [id = 1] terminated with exception: [FOREACH_BATCH_USER_FUNCTION_ERROR] An error \
 occurred. Reason: An exception was raised by the Python Proxy. Return Message: Traceback (most recent call last):
-  File "/app/sinks/handler.py", line 210, in _run
+  File "/app/batch/handler.py", line 210, in _run
     raise_on_fail(by_action["fail"])
 app.errors.DataQualityError: expectation current_price_not_positive failed on 3 records
  SQLSTATE: 39000

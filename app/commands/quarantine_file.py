@@ -29,7 +29,7 @@ def register(sub: Any) -> None:
 def _quarantine_file(args: argparse.Namespace) -> int:
     if not args.reason.strip():
         raise ConfigError("quarantine-file: --reason must not be blank")
-    from app.sinks.quarantine import quarantine_file
+    from app.sinks.delta.quarantine import quarantine_file
     from app.tables import ensure_table
 
     settings = settings_from_args(args)

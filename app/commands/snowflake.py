@@ -8,7 +8,7 @@ from typing import Any
 
 from app.commands.common import layout_of, settings_from_args
 from app.errors import ConfigError
-from app.sinks.warehouse import WarehouseConnector, connector_from_settings
+from app.sinks.warehouse.connector import WarehouseConnector, connector_from_settings
 
 
 def register(sub: Any) -> None:

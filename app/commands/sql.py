@@ -19,7 +19,7 @@ from typing import Any
 
 from app.commands.common import layout_of, settings_from_args, spark_from_settings
 from app.errors import ConfigError, PipelineError
-from app.sinks.warehouse import connector_from_settings
+from app.sinks.warehouse.connector import connector_from_settings
 from app.tables import TABLE_NAMES
 
 
@@ -80,7 +80,8 @@ def _sql(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     layout = layout_of(settings)
     if args.warehouse:
-        connector = connector_from_settings(settings, layout)
+        # A snapshot of the emulator, so a query works while the stream writes to it.
+        connector = connector_from_settings(settings, layout, read_only=True)
         if connector is None:
             raise ConfigError("COINLAKE_WAREHOUSE=none: no warehouse to query")
         names, rows = connector.loader().query(args.query)

@@ -1,4 +1,8 @@
-"""``coinlake status [--json]``: where everything stands for the data root."""
+"""``coinlake status [--json]``: where everything stands for the data root.
+
+Exit status: 0 when the lag is within every ``COINLAKE_STATUS_MAX_*`` limit, 1 when one is
+exceeded (the ``lag.exceeded`` messages say which; the status is printed either way), 2 on an error.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from app.commands.common import layout_of, settings_from_args, spark_from_settings
+from app.lag import LagLimits
 from app.paths import local_path
 from app.status import LedgerReader, collect_status, record_time
 
@@ -17,13 +22,18 @@ if TYPE_CHECKING:
     from app.config import Settings
     from app.paths import Layout
 
-WAREHOUSE_MODULE = "app.sinks.warehouse"
+WAREHOUSE_MODULE = "app.sinks.warehouse.connector"
 
 
 def register(sub: Any) -> None:
     parser = sub.add_parser(
         "status",
         help="where everything stands: bronze, stream lag, batches, tables, ingest, warehouse",
+        description=(
+            "Exit status 0 when the lag is within COINLAKE_STATUS_MAX_LAG_SECONDS, "
+            "COINLAKE_STATUS_MAX_LAG_FILES and COINLAKE_STATUS_MAX_INGEST_LAG_SECONDS; 1 when one is "
+            "exceeded (a scheduler can alert on it); 2 on an error."
+        ),
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=_status)
@@ -32,7 +42,7 @@ def register(sub: Any) -> None:
 def ledger_reader_for(settings: Settings, layout: Layout) -> tuple[LedgerReader | None, str]:
     """A reader of the warehouse ledger position, or None and the reason it is unavailable.
 
-    Uses ``app.sinks.warehouse`` when present (``connector_from_settings(...).loader().check()``);
+    Uses ``app.sinks.warehouse.connector`` when present (``connector_from_settings(...).loader().check()``);
     an emulator that has never been loaded is reported as such rather than created.
     """
     if settings.effective_warehouse == "none":
@@ -43,7 +53,7 @@ def ledger_reader_for(settings: Settings, layout: Layout) -> tuple[LedgerReader 
         return None, "none yet (the emulator has not been loaded)"
     try:
         module = importlib.import_module(WAREHOUSE_MODULE)
-        connector = module.connector_from_settings(settings, layout)
+        connector = module.connector_from_settings(settings, layout, read_only=True)
     except Exception as exc:  # a broken optional module must not break status
         return None, f"unavailable ({type(exc).__name__}: {str(exc).strip()[:200]})"
     if connector is None:
@@ -68,12 +78,13 @@ def _status(args: argparse.Namespace) -> int:
         spark_factory=lambda: spark_from_settings(settings, app_name="coinlake-status"),
         ledger_reader=reader,
         warehouse_reason=reason,
+        lag_limits=LagLimits.from_settings(settings),
     )
     if args.json:
         print(json.dumps(status, indent=2, default=str))
     else:
         print(format_status(status))
-    return 0
+    return 1 if status["lag"]["exceeded"] else 0
 
 
 def _size(n: int) -> str:
@@ -131,6 +142,7 @@ def format_status(status: dict[str, Any]) -> str:
             f"files processed {stream['processed_files']}, in flight {stream['in_flight_files']}, "
             f"not yet processed {stream['pending_files']}"
         )
+    lines += _format_lag(status["lag"])
     batches = status["batches"]
     if batches.get("last_batch_id") is None:
         lines.append("last batch  none yet")
@@ -183,3 +195,28 @@ def format_status(status: dict[str, Any]) -> str:
             f"lakehouse at {wh['lakehouse_last_batch']}; behind by {wh['batches_behind']}"
         )
     return "\n".join(lines)
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "?"
+    if abs(value) < 120:
+        return f"{value:.0f} s"
+    if abs(value) < 7200:
+        return f"{value / 60:.1f} min"
+    return f"{value / 3600:.1f} h"
+
+
+def _format_lag(lag: dict[str, Any]) -> list[str]:
+    per_currency = ", ".join(
+        f"{cur} {_seconds(info['lag_seconds']) if info['silver_newest'] else 'no silver'}"
+        for cur, info in lag["by_currency"].items()
+    )
+    parts = [f"{lag['files_behind']} files behind"]
+    if per_currency:
+        parts.append(f"silver behind bronze: {per_currency}")
+    if lag["ingest_last_at"]:
+        parts.append(f"last ingest {_seconds(lag['ingest_lag_seconds'])} ago")
+    lines = [f"lag         {'; '.join(parts)}"]
+    lines += [f"  LAG EXCEEDED: {message}" for message in lag["exceeded"]]
+    return lines

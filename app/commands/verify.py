@@ -16,7 +16,7 @@ from app.commands.common import layout_of, settings_from_args, spark_from_settin
 from app.errors import ConfigError
 
 if TYPE_CHECKING:
-    from app.sinks.verify import TableReport
+    from app.batch.verify import TableReport
 
 WAREHOUSE_NOTE = (
     "the Snowflake mirror is not repaired by this command; "
@@ -68,7 +68,7 @@ def parse_day(value: str | None) -> date | None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from app.sinks.verify import verify_lake
+    from app.batch.verify import verify_lake
 
     from_date = parse_day(args.from_date)
     settings = settings_from_args(args)

@@ -21,8 +21,6 @@ from pyspark.sql import functions as F
 from app.errors import DataQualityError
 from app.quality.parsing import (
     INT_FIELDS,
-    MAX_KEY_CHARS,
-    MAX_NAME_CHARS,
     MAX_SINK_TIME,
     MIN_SINK_TIME,
     NUMERIC_FIELDS,
@@ -30,6 +28,7 @@ from app.quality.parsing import (
     parse_double,
     parse_timestamp,
 )
+from app.tables import FIELDS_BY_COLUMN, MAX_KEY_CHARS, MAX_NAME_CHARS
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -220,10 +219,10 @@ def is_sink_time(col_name: str, *, raw_col: str) -> Column:
     )
 
 
-# Numeric fields whose non-finite or out-of-range value quarantines the record: the price and the
-# amounts that drive categories, gold sums and z-scores. Every other field is set to NULL (warn).
-QUARANTINE_NUMBERS = ("current_price", "market_cap", "total_volume")
-QUARANTINE_TIMES = ("last_updated",)
+def _action(column: str) -> Action:
+    """``quarantine`` for a field whose unfit value must not reach silver (the price, the amounts
+    that drive categories, gold sums and z-scores, the observation time), else ``warn`` (NULL)."""
+    return "quarantine" if FIELDS_BY_COLUMN[column].quarantine_unrepresentable else "warn"
 
 
 def representation_rules() -> list[Rule]:
@@ -234,19 +233,19 @@ def representation_rules() -> list[Rule]:
         Rule(
             f"{col}_not_finite",
             is_representable(raw, col, finite),
-            "quarantine" if col in QUARANTINE_NUMBERS else "warn",
+            _action(col),
         )
         for raw, col in NUMERIC_FIELDS.items()
     ]
     rules += [
-        Rule(f"{col}_out_of_range", is_representable(raw, col, "an integer in [-2^31, 2^31-1]"), "warn")
+        Rule(f"{col}_out_of_range", is_representable(raw, col, "an integer in [-2^31, 2^31-1]"), _action(col))
         for raw, col in INT_FIELDS.items()
     ]
     rules += [
         Rule(
             f"{col}_out_of_range",
             is_representable(raw, col, when),
-            "quarantine" if col in QUARANTINE_TIMES else "warn",
+            _action(col),
         )
         for raw, col in TIMESTAMP_FIELDS.items()
     ]

@@ -17,27 +17,15 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from app.sources.bronze import ENVELOPE_DDL, RAW_RECORD_DDL, with_empty_files
+from app.tables import COINGECKO_FIELDS, FieldSpec
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-# Typed columns and the raw field each comes from, with its Spark type.
-NUMERIC_FIELDS = {
-    "current_price": "current_price",
-    "market_cap": "market_cap",
-    "total_volume": "total_volume",
-    "high_24h": "high_24h",
-    "low_24h": "low_24h",
-    "price_change_24h": "price_change_24h",
-    "price_change_percentage_24h": "price_change_percentage_24h",
-    "circulating_supply": "circulating_supply",
-    "total_supply": "total_supply",
-    "max_supply": "max_supply",
-    "ath": "ath",
-    "atl": "atl",
-}
-TIMESTAMP_FIELDS = {"ath_date": "ath_date", "atl_date": "atl_date", "last_updated": "last_updated"}
-INT_FIELDS = {"market_cap_rank": "market_cap_rank"}
+# Raw field -> typed column, per kind of conversion (from the field registry).
+NUMERIC_FIELDS = {f.source: f.column for f in COINGECKO_FIELDS if f.kind == "double"}
+TIMESTAMP_FIELDS = {f.source: f.column for f in COINGECKO_FIELDS if f.kind == "timestamp"}
+INT_FIELDS = {f.source: f.column for f in COINGECKO_FIELDS if f.kind == "int"}
 # Raw text kept for a file-level quarantine row is capped: an HTML error page can be large.
 MAX_RAW_FILE_CHARS = 20000
 # The narrowest time range of the sinks: pandas' nanosecond timestamps (1677-09-21 to 2262-04-11),
@@ -47,9 +35,6 @@ MIN_SINK_TIME = "1677-09-22T00:00:00Z"
 MAX_SINK_TIME = "2262-04-11T00:00:00Z"
 # INT bounds for market_cap_rank (Spark INT, Snowflake NUMBER(38,0)).
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
-# Longest text kept in a record's text columns: a key is a short slug; a name is short text.
-MAX_KEY_CHARS = 200
-MAX_NAME_CHARS = 1000
 
 
 def parse_timestamp(col: Column) -> Column:
@@ -105,6 +90,25 @@ def to_text(col: Column, *, max_chars: int) -> Column:
     text = F.trim(col)
     nested = F.ltrim(col).startswith("{") | F.ltrim(col).startswith("[")
     return F.when(~nested & (F.length(text) <= max_chars), text)
+
+
+def typed_field(field: FieldSpec, raw: Column) -> Column:
+    """The raw text of ``field`` converted to its silver column; total (NULL, never an error).
+
+    Text of a field that quarantines unfit values is kept trimmed (its rules quarantine the
+    record); other text becomes NULL when too long or not text.
+    """
+    if field.kind == "double":
+        value = to_finite(raw)
+    elif field.kind == "int":
+        value = to_int(raw)
+    elif field.kind == "timestamp":
+        value = to_sink_timestamp(raw)
+    elif field.quarantine_unrepresentable or field.max_chars is None:
+        value = F.trim(raw)
+    else:
+        value = to_text(raw, max_chars=field.max_chars)
+    return value.alias(field.column)
 
 
 def with_envelope(df: DataFrame, *, text_col: str = "value") -> DataFrame:
@@ -198,35 +202,9 @@ def with_typed_columns(df: DataFrame) -> DataFrame:
     )
     # Every conversion is total: a value that does not fit becomes NULL, and the expectations
     # (app.quality.expectations) compare with the raw text to name what happened.
-    typed = [
-        F.trim(raw["id"]).alias("coin_id"),
-        F.col("vs_currency"),
-        F.trim(raw["symbol"]).alias("symbol"),
-        to_text(raw["name"], max_chars=MAX_NAME_CHARS).alias("name"),
-    ]
-    for name in ("current_price", "market_cap"):
-        typed.append(to_finite(raw[NUMERIC_FIELDS[name]]).alias(name))
-    typed.append(to_int(raw["market_cap_rank"]).alias("market_cap_rank"))
-    for name in (
-        "total_volume",
-        "high_24h",
-        "low_24h",
-        "price_change_24h",
-        "price_change_percentage_24h",
-        "circulating_supply",
-        "total_supply",
-        "max_supply",
-        "ath",
-    ):
-        typed.append(to_finite(raw[name]).alias(name))
-    typed += [
-        to_sink_timestamp(raw["ath_date"]).alias("ath_date"),
-        to_finite(raw["atl"]).alias("atl"),
-        to_sink_timestamp(raw["atl_date"]).alias("atl_date"),
-        to_sink_timestamp(raw["last_updated"]).alias("last_updated"),
-        to_sink_timestamp(F.col("fetched_at_text")).alias("extracted_at"),
-        F.col("source_file"),
-    ]
+    typed = [typed_field(field, raw[field.source]) for field in COINGECKO_FIELDS]
+    typed.insert(1, F.col("vs_currency"))  # the key's second part comes from the page's request
+    typed += [to_sink_timestamp(F.col("fetched_at_text")).alias("extracted_at"), F.col("source_file")]
     return df.withColumn(
         "_raw",
         F.when(is_object & F.col("file_error").isNull(), F.from_json(F.col("raw_record"), RAW_RECORD_DDL)),

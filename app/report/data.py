@@ -14,7 +14,19 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from app.paths import Layout
-from app.tables import ANOMALIES, GOLD_METRICS, GOLD_OHLC, METADATA, QUARANTINE, SILVER, TABLE_NAMES
+from app.tables import (
+    ANOMALIES,
+    COINGECKO_FIELDS,
+    GOLD_METRICS,
+    GOLD_OHLC,
+    METADATA,
+    QUARANTINE,
+    SILVER,
+    TABLE_NAMES,
+)
+
+# The silver columns of the report's price data (the fields marked ``report`` in the registry).
+REPORT_COLUMNS = tuple(f.column for f in COINGECKO_FIELDS if f.report)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -88,7 +100,7 @@ def load_report_data(
             silver_df.where(
                 (F.col("vs_currency") == data.vs_currency) & F.col("coin_id").isin(data.top_coins)
             )
-            .select("coin_id", "symbol", "name", "valid_from", "current_price", "total_volume", "market_cap")
+            .select("coin_id", "valid_from", *REPORT_COLUMNS)
             .orderBy("coin_id", "valid_from")
             .toPandas()
         )

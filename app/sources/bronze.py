@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from pyspark.sql import functions as F
 
 from app.logs import log_event
+from app.tables import COINGECKO_FIELDS
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -44,27 +45,7 @@ _corrupt_record STRING
 """
 
 # Fields of one /coins/markets record, all as raw text; unknown fields are ignored.
-RAW_RECORD_FIELDS = (
-    "id",
-    "symbol",
-    "name",
-    "current_price",
-    "market_cap",
-    "market_cap_rank",
-    "total_volume",
-    "high_24h",
-    "low_24h",
-    "price_change_24h",
-    "price_change_percentage_24h",
-    "circulating_supply",
-    "total_supply",
-    "max_supply",
-    "ath",
-    "ath_date",
-    "atl",
-    "atl_date",
-    "last_updated",
-)
+RAW_RECORD_FIELDS = tuple(f.source for f in COINGECKO_FIELDS)
 RAW_RECORD_DDL = ", ".join(f"{name} STRING" for name in RAW_RECORD_FIELDS)
 
 # Columns of the streaming DataFrame handed to foreachBatch.

@@ -17,7 +17,8 @@ from app.quality.expectations import (
     rule_count_exprs,
     split_valid_invalid,
 )
-from app.quality.parsing import MAX_KEY_CHARS, MAX_NAME_CHARS, parse_bronze
+from app.quality.parsing import parse_bronze
+from app.tables import MAX_KEY_CHARS, MAX_NAME_CHARS
 from tests.helpers import T0, coin_record, iso
 
 FILES_DDL = "value string, source_file string"

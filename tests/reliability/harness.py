@@ -207,8 +207,8 @@ def delta_snapshot(
 def warehouse_snapshot(layout: Layout) -> dict[str, list]:
     """Every emulator table's rows (minus run/batch/timing columns), sorted; the ledger separately."""
     from app.config import load_settings
-    from app.sinks.snowflake import TARGETS
-    from app.sinks.warehouse import connector_from_settings
+    from app.sinks.warehouse.connector import connector_from_settings
+    from app.sinks.warehouse.sql import TARGETS
 
     connector = connector_from_settings(load_settings(data_dir=layout.root, warehouse="emulator"), layout)
     assert connector is not None
@@ -226,8 +226,8 @@ def warehouse_snapshot(layout: Layout) -> dict[str, list]:
 def ledger_rows(layout: Layout) -> list[tuple[str, int]]:
     """``(APP_ID, BATCH_ID)`` of every LOAD_LEDGER row; none while the ledger does not exist yet."""
     from app.config import load_settings
-    from app.sinks.snowflake import LEDGER_TABLE
-    from app.sinks.warehouse import connector_from_settings
+    from app.sinks.warehouse.connector import connector_from_settings
+    from app.sinks.warehouse.sql import LEDGER_TABLE
 
     connector = connector_from_settings(load_settings(data_dir=layout.root, warehouse="emulator"), layout)
     assert connector is not None

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from app.paths import Layout
-from app.sinks.warehouse_stage import read_pending
+from app.sinks.warehouse.stage import read_pending
 from app.sources.simulator import start_simulator
 from tests.reliability.harness import (
     SNAPSHOTS,

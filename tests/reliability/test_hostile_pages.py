@@ -25,12 +25,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import functions as F
 
+from app.batch.handler import BatchHandler
 from app.config import load_settings
 from app.paths import Layout
-from app.sinks.handler import SilverBatchHandler
-from app.sinks.snowflake import TARGETS, prepare_frame
-from app.sinks.warehouse import emulator_connector
-from app.sinks.warehouse_stage import to_pandas
+from app.sinks.warehouse.connector import emulator_connector
+from app.sinks.warehouse.sql import TARGETS, prepare_frame
+from app.sinks.warehouse.stage import to_pandas
 from app.sources.bronze import RAW_RECORD_FIELDS, read_bronze_files
 from app.stream import default_stages
 from tests.helpers import T0, coin_record, iso, minutes, write_raw_bronze
@@ -105,7 +105,7 @@ def lake(spark):
     settings = load_settings(
         data_dir=root, warehouse="emulator", zscore_window=4, zscore_min_periods=2, optimize_every_batches=0
     )
-    handler = SilverBatchHandler(
+    handler = BatchHandler(
         layout=layout, settings=settings, app_id="hostile", stages=default_stages(settings)
     )
     state = {"spark": spark, "layout": layout, "handler": handler, "batch": 0}

@@ -11,11 +11,14 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from app.batch.context import BatchContext
 from app.config import load_settings
 from app.paths import Layout
-from app.sinks.context import BatchContext
-from app.sinks.working_set import WorkingSet
-from app.tables import SILVER_DDL
+from app.sinks.delta.working_set import WorkingSet
+from app.tables import SILVER_DDL, TABLE_NAMES, ensure_table
+
+# Data roots whose tables exist (ensured once per root, as the stream does once per run).
+_PREPARED: set[str] = set()
 
 OBS_DDL = (
     "coin_id string, vs_currency string, valid_from timestamp, current_price double, total_volume double, "
@@ -122,12 +125,17 @@ def make_ctx(
             first_days={c: t.strftime("%Y-%m-%d") for c, t in firsts.items()},
             earliest=min(firsts.values()).strftime("%Y-%m-%d %H:%M:%S.%f"),
         )
+    layout = Layout.from_root(str(root))
+    if layout.root not in _PREPARED:  # what the stream does once, at start (the handler's prepare)
+        for name in TABLE_NAMES:
+            ensure_table(spark, name, layout.table(name))
+        _PREPARED.add(layout.root)
     return BatchContext(
         spark=spark,
         batch_id=batch_id,
         app_id="coinlake-test",
         run_id="run-test",
-        layout=Layout.from_root(str(root)),
+        layout=layout,
         settings=load_settings(data_dir=str(root), **settings),
         touched_df=touched_df,
         image=image,

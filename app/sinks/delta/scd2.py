@@ -1,0 +1,314 @@
+"""Silver Type 2 SCD: a pure plan builder and a thin Delta MERGE executor.
+
+Silver is a function of the *set* of valid bronze records (ARCHITECTURE.md, "Silver"):
+
+1. per ``(key, valid_from)`` one observation wins: the earliest ``extracted_at``, then the smallest
+   ``row_hash`` and ``source_file`` (the others are *duplicates*); the winner's ``extracted_at`` is
+   thus the earliest fetch of that instant, whichever batch brought it;
+2. per key, ordered by ``valid_from``, an observation whose ``row_hash`` equals its predecessor's
+   is collapsed into it (*unchanged*); the version keeps the collapsed observations (time, fetch
+   time, file) in ``collapsed_observations``, so a late observation with other values landing
+   between them splits the version again exactly as processing everything at once would;
+3. ``valid_to`` is the next version's ``valid_from``; the last version is current.
+
+A batch only needs, per touched key, the *tail* of silver from the version just before its earliest
+observation (rows whose interval reaches that time: ``valid_to IS NULL OR valid_to >= min_obs``).
+:func:`build_scd2_plan` explodes the tail back into observations, re-applies the three steps to
+them ∪ the batch and says, per row, whether to
+insert, update, delete or leave it; :func:`apply_scd2_merge` replaces the tail in ONE MERGE whose target is
+pruned to the batch's currencies and to rows whose interval reaches the batch's earliest time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pyspark.sql import Window
+from pyspark.sql import functions as F
+
+from app.sinks.delta.io import batch_marker, delta_txn, source_not_rematerialized, stable_source
+from app.sinks.delta.touched import sql_str
+from app.tables import COLLAPSED_OBSERVATIONS_TYPE, SILVER_DDL, SILVER_KEYS, ddl_column_names
+
+# Plan actions that write the row (the rest: ``delete``, ``none``).
+WRITTEN = ("insert", "update")
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+SILVER_COLUMNS: tuple[str, ...] = ddl_column_names(SILVER_DDL)
+COLLAPSED = "collapsed_observations"
+# Columns the plan derives rather than takes from an observation.
+_BOOKKEEPING = ("valid_to", "is_current", "batch_id", "updated_batch_id", COLLAPSED)
+_FAR_FUTURE = "9999-12-31 00:00:00"
+
+
+def select_tail(silver_df: DataFrame, obs_df: DataFrame, *, keys: tuple[str, ...] = SILVER_KEYS) -> DataFrame:
+    """The silver rows a batch may change: per observed key, rows whose interval reaches its earliest observation.
+
+    Args:
+        silver_df: silver (ideally already filtered by currency and ``valid_to``).
+        obs_df: the batch's valid observations with ``valid_from``.
+        keys: the business key.
+
+    Returns:
+        Silver rows (silver columns only).
+    """
+    first_obs = obs_df.groupBy(*keys).agg(F.min("valid_from").alias("_min_obs"))
+    reach = F.coalesce(F.col("valid_to"), F.lit(_FAR_FUTURE).cast("timestamp"))
+    return (
+        silver_df.join(F.broadcast(first_obs), list(keys))
+        .filter(reach >= F.col("_min_obs"))
+        .select(*SILVER_COLUMNS)
+    )
+
+
+def build_scd2_plan(
+    obs_df: DataFrame,
+    tail_df: DataFrame,
+    *,
+    batch_id: int,
+    keys: tuple[str, ...] = SILVER_KEYS,
+) -> DataFrame:
+    """Re-derive the tail of each touched key from the observations of tail ∪ batch.
+
+    The tail's versions are exploded back into observations (the version's own, at ``valid_from``,
+    and every one in ``collapsed_observations``), the batch's are added, one wins per
+    ``(key, valid_from)`` (module docstring, step 1), and runs of consecutive equal ``row_hash``
+    collapse into their first observation, gathering the others' times into
+    ``collapsed_observations``. So the result is the one all of these observations would give
+    at once, whatever the batches they came in.
+
+    Args:
+        obs_df: the batch's valid observations: silver columns except the SCD2 bookkeeping
+            (``valid_to``, ``is_current``, ``batch_id``, ``updated_batch_id``,
+            ``collapsed_observations`` are ignored if present), with ``valid_from`` and
+            ``row_hash`` set; may carry ``record_index``.
+        tail_df: :func:`select_tail` of silver before the batch.
+        batch_id: the micro-batch id.
+        keys: the business key.
+
+    Returns:
+        Silver columns plus ``_origin`` (``existing``/``batch``), ``_outcome``
+        (``kept``/``duplicate``/``unchanged``) and ``_action`` (``insert``/``update``/``delete``/
+        ``none``, the vocabulary of :mod:`app.sinks.delta.range_merge`),
+        one row per observation. Rows with ``_action != 'none'`` are the MERGE source (at most one
+        per ``(key, valid_from)``).
+    """
+    data_cols = [c for c in SILVER_COLUMNS if c not in _BOOKKEEPING]
+    batch = F.lit(batch_id).cast("bigint")
+    no_ts = F.lit(None).cast("timestamp")
+    no_obs = F.lit(None).cast(COLLAPSED_OBSERVATIONS_TYPE)
+    versions = tail_df.select(
+        *data_cols,
+        F.col("valid_to").alias("_old_valid_to"),
+        F.col(COLLAPSED).alias("_old_collapsed"),
+        F.col("batch_id"),
+        F.col("updated_batch_id"),
+        F.lit("existing").alias("_origin"),
+        F.lit(True).alias("_was_version"),
+        F.lit(None).cast("int").alias("_record_index"),
+    )
+    # explode(NULL) gives no rows: versions written before the column existed have none.
+    per_obs = {"valid_from", "last_updated", "extracted_at", "source_file"}
+    collapsed = tail_df.select(*data_cols, F.explode(COLLAPSED).alias("_o")).select(
+        *[F.col(c) for c in data_cols if c not in per_obs],
+        F.col("_o.observed_at").alias("valid_from"),
+        F.col("_o.observed_at").alias("last_updated"),
+        F.col("_o.extracted_at").alias("extracted_at"),
+        F.col("_o.source_file").alias("source_file"),
+        no_ts.alias("_old_valid_to"),
+        no_obs.alias("_old_collapsed"),
+        batch.alias("batch_id"),  # becomes a new row if it starts a version again
+        batch.alias("updated_batch_id"),
+        F.lit("existing").alias("_origin"),
+        F.lit(False).alias("_was_version"),
+        F.lit(None).cast("int").alias("_record_index"),
+    )
+    record_index = (
+        F.col("record_index").cast("int") if "record_index" in obs_df.columns else F.lit(None).cast("int")
+    )
+    new = obs_df.select(
+        *data_cols,
+        no_ts.alias("_old_valid_to"),
+        no_obs.alias("_old_collapsed"),
+        batch.alias("batch_id"),
+        batch.alias("updated_batch_id"),
+        F.lit("batch").alias("_origin"),
+        F.lit(False).alias("_was_version"),
+        record_index.alias("_record_index"),
+    )
+    # Step 1: a total order on what the observations carry, so the winner of an instant is the
+    # same whichever batch each came in (the earliest fetch; equal fetch times: the smaller hash).
+    at_instant = Window.partitionBy(*keys, "valid_from").orderBy(
+        F.col("extracted_at").asc_nulls_last(),
+        F.col("row_hash").asc_nulls_last(),
+        F.col("source_file").asc_nulls_last(),
+        F.col("_origin").desc(),  # "existing" first: an identical re-seen row is not rewritten
+        F.col("_record_index").asc_nulls_last(),
+    )
+    in_time = Window.partitionBy(*keys).orderBy("valid_from")
+    so_far = in_time.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    ranked = (
+        versions.unionByName(collapsed)
+        .unionByName(new)
+        .repartition(*keys)  # every window below partitions by the key (or a superset): one shuffle
+        .withColumn("_rn", F.row_number().over(at_instant))
+    )
+    # Step 2: runs of equal hashes; each run is one version holding its later observations.
+    winners = (
+        ranked.filter(F.col("_rn") == 1)
+        .withColumn(
+            "_collapsed", F.coalesce(F.lag("row_hash").over(in_time) == F.col("row_hash"), F.lit(False))
+        )
+        .withColumn("_run_start", F.max(F.when(~F.col("_collapsed"), F.col("valid_from"))).over(so_far))
+    )
+    gathered = F.sort_array(
+        F.collect_list(
+            F.when(
+                F.col("_collapsed"),
+                F.struct(
+                    F.col("valid_from").alias("observed_at"),
+                    F.col("extracted_at").alias("extracted_at"),
+                    F.col("source_file").alias("source_file"),
+                ),
+            )
+        ).over(Window.partitionBy(*keys, "_run_start"))
+    ).cast(COLLAPSED_OBSERVATIONS_TYPE)
+    winners = winners.withColumn(COLLAPSED, gathered)
+    kept = (
+        winners.filter(~F.col("_collapsed"))
+        .withColumn("valid_to", F.lead("valid_from").over(in_time))
+        .withColumn("_outcome", F.lit("kept"))
+    )
+    dropped = (
+        winners.filter(F.col("_collapsed"))
+        .withColumn("valid_to", no_ts)
+        .withColumn(COLLAPSED, no_obs)
+        .withColumn("_outcome", F.lit("unchanged"))
+    )
+    losers = (
+        ranked.filter(F.col("_rn") > 1)
+        .withColumn("_collapsed", F.lit(False))
+        .withColumn("_run_start", no_ts)
+        .withColumn(COLLAPSED, no_obs)
+        .withColumn("valid_to", no_ts)
+        .withColumn("_outcome", F.lit("duplicate"))
+    )
+    plan = kept.unionByName(dropped).unionByName(losers).drop("_rn", "_collapsed", "_run_start")
+    # Step 3: per instant, the kept row replaces whatever silver had there; a former version
+    # start that is no longer one is deleted.
+    is_kept = F.col("_outcome") == "kept"
+    kept_here = F.max(is_kept.cast("int")).over(Window.partitionBy(*keys, "valid_from"))
+    was_version = F.col("_was_version")
+    changed = ~F.col("valid_to").eqNullSafe(F.col("_old_valid_to")) | ~F.col(COLLAPSED).eqNullSafe(
+        F.col("_old_collapsed")
+    )
+    action = (
+        F.when(is_kept & ~was_version, F.lit("insert"))
+        .when(is_kept & changed, F.lit("update"))
+        .when(is_kept, F.lit("none"))
+        .when(was_version & (kept_here == 0), F.lit("delete"))
+        .otherwise(F.lit("none"))
+    )
+    return (
+        plan.withColumn("_action", action)
+        .withColumn("is_current", is_kept & F.col("valid_to").isNull())
+        .withColumn(
+            "updated_batch_id",
+            F.when(F.col("_action").isin(*WRITTEN), batch).otherwise(F.col("updated_batch_id")),
+        )
+        .select(*SILVER_COLUMNS, "_origin", "_outcome", "_action")
+    )
+
+
+def build_touched(plan_df: DataFrame, *, keys: tuple[str, ...] = SILVER_KEYS) -> DataFrame:
+    """The touched set (docs/DESIGN.md, section 4) from a plan: ``coin_id, vs_currency, from_ts, to_ts``.
+
+    ``from_ts`` is the earliest ``valid_from`` of tail ∪ batch, i.e. the version just before the
+    batch's earliest observation (or that observation); ``to_ts`` the batch's latest observation.
+    """
+    is_batch = F.col("_origin") == "batch"
+    return (
+        plan_df.groupBy(*keys)
+        .agg(
+            F.min("valid_from").alias("from_ts"),
+            F.max(F.when(is_batch, F.col("valid_from"))).alias("to_ts"),
+            F.max(is_batch.cast("int")).alias("_has_batch"),
+        )
+        .filter(F.col("_has_batch") == 1)
+        .drop("_has_batch")
+    )
+
+
+@dataclass(frozen=True)
+class MergeScope:
+    """Literal bounds that prune the MERGE target: the batch's currencies and its earliest observation."""
+
+    currencies: tuple[str, ...]
+    min_valid_from: str
+    """``yyyy-MM-dd HH:mm:ss.SSSSSS`` in UTC (formatted by Spark, so no Python time-zone conversion)."""
+
+
+def scope_condition(scope: MergeScope, alias: str = "t") -> str:
+    """SQL predicate on the target restricting it to rows a batch with this scope can touch."""
+    cur = ", ".join(sql_str(c) for c in scope.currencies)
+    ts = scope.min_valid_from
+    return f"{alias}.vs_currency IN ({cur}) AND ({alias}.valid_to IS NULL OR {alias}.valid_to >= TIMESTAMP '{ts}')"
+
+
+def merge_marker(app_id: str, batch_id: int) -> str:
+    """The ``userMetadata`` of a batch's silver commit (lets a re-run find what silver was before it)."""
+    return batch_marker(app_id, batch_id)
+
+
+def silver_version_before(spark: SparkSession, path: str, marker: str) -> tuple[int, bool]:
+    """The silver version a batch must read: ``(version, already_committed)``.
+
+    When a recent commit carries ``marker`` (the batch already merged and is being re-run), the
+    version just before that commit; otherwise the latest version.
+    """
+    from delta.tables import DeltaTable
+
+    rows = DeltaTable.forPath(spark, path).history(20).select("version", "userMetadata").collect()
+    for row in rows:
+        if row["userMetadata"] == marker:
+            return int(row["version"]) - 1, True
+    return int(max(r["version"] for r in rows)), False
+
+
+def apply_scd2_merge(
+    spark: SparkSession,
+    path: str,
+    staged_df: DataFrame,
+    scope: MergeScope,
+    *,
+    app_id: str,
+    batch_id: int,
+) -> None:
+    """Run the one silver MERGE of a batch, idempotent per ``(app_id, batch_id)``.
+
+    Args:
+        spark: the session.
+        path: the silver table.
+        staged_df: plan rows with ``_action`` in (``insert``, ``update``, ``delete``).
+        scope: target pruning bounds (every staged existing row is inside them).
+        app_id: the stream's idempotence id.
+        batch_id: the micro-batch id.
+    """
+    from delta.tables import DeltaTable
+
+    keys = " AND ".join(f"t.{k} = s.{k}" for k in (*SILVER_KEYS, "valid_from"))
+    condition = f"{keys} AND {scope_condition(scope)}"
+    values = {c: f"s.{c}" for c in SILVER_COLUMNS}
+    merge = (
+        DeltaTable.forPath(spark, path)
+        .alias("t")
+        .merge(stable_source(staged_df).alias("s"), condition)
+        .whenMatchedDelete(condition="s._action = 'delete'")
+        .whenMatchedUpdate(condition="s._action IN ('insert', 'update')", set=values)
+        .whenNotMatchedInsert(condition="s._action IN ('insert', 'update')", values=values)
+    )
+    with delta_txn(spark, app_id, batch_id, marked=True), source_not_rematerialized(spark):
+        merge.execute()
