@@ -150,7 +150,13 @@ class Settings(BaseSettings):
     zscore_threshold: float = Field(default=3.0, gt=0)
     """Anomaly detector: |z| at or above which an observation is flagged."""
     alert_webhook_url: SecretStr | None = None
-    """Optional URL that receives a JSON POST per newly flagged anomaly (secret: may hold a token)."""
+    """Optional URL that receives a JSON POST per newly flagged anomaly and data-quality alert
+    (secret: may hold a token)."""
+    dq_min_score: float = Field(default=0.95, ge=0.0, le=1.0)
+    """Data-quality alert when a batch's score (the share of its records passing every
+    expectation, 0 to 1) is below this."""
+    dq_max_rule_failures: int = Field(default=100, ge=0)
+    """Data-quality alert when one rule fails more records than this in a batch."""
     alert_max_attempts: int = Field(default=3, ge=1, le=20)
     """Attempts per alert on a transient failure (connection error, 408/425/429/5xx)."""
     alert_budget_seconds: float = Field(default=3.0, gt=0)

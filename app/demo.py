@@ -230,6 +230,7 @@ def _run_lakehouse(settings: Settings, layout: Layout, summary: DemoSummary, out
             zscore_window=settings.zscore_window,
             zscore_min_periods=settings.zscore_min_periods,
             zscore_threshold=settings.zscore_threshold,
+            dq_min_score=settings.dq_min_score,
         )
         bar.advance()
 

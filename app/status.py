@@ -12,7 +12,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
@@ -58,8 +58,9 @@ def collect_status(
 
     Returns:
         A JSON-able dict with the keys ``data_root``, ``generated_at``, ``bronze``, ``stream``,
-        ``lag``, ``batches``, ``tables``, ``quarantine_by_rule``, ``ingest``, ``last_error`` and
-        ``warehouse``; ``lag["exceeded"]`` lists the limits exceeded (see :mod:`app.lag`).
+        ``lag``, ``batches``, ``tables``, ``quarantine_by_rule``, ``data_quality``, ``ingest``,
+        ``last_error`` and ``warehouse``; ``lag["exceeded"]`` lists the limits exceeded (see
+        :mod:`app.lag`).
     """
     now = now or datetime.now(UTC)
     bronze = bronze_inventory(layout)
@@ -72,6 +73,9 @@ def collect_status(
     last_error: dict[str, Any] | None = None
     if spark is not None and METADATA in existing:
         batches, last_error = metadata_summary(spark, layout)
+    quality: dict[str, Any] = {"last_batch": None, "last_24h": None}
+    if spark is not None and METADATA in existing:
+        quality = quality_summary(spark, layout, now=datetime.now(UTC))
     quarantine: dict[str, int] = {}
     if spark is not None and QUARANTINE in existing:
         quarantine = quarantine_by_rule(spark, layout)
@@ -97,6 +101,7 @@ def collect_status(
         "batches": batches,
         "tables": tables,
         "quarantine_by_rule": quarantine,
+        "data_quality": quality,
         "ingest": ingest,
         "last_error": last_error,
         "warehouse": warehouse_summary(ledger_reader, stream, warehouse_reason),
@@ -303,6 +308,97 @@ def metadata_summary(spark: SparkSession, layout: Layout) -> tuple[dict[str, Any
             "message": err_row["error_message"],
         }
     return batches, last_error
+
+
+def quality_summary(spark: SparkSession, layout: Layout, *, now: datetime) -> dict[str, Any]:
+    """The data-quality score of the last scored batch and of the successful batches of the last 24 h.
+
+    Only handler batches that recorded a score count (rows of older releases have no
+    ``dq_passed``). Over 24 h the score is the records that passed every expectation over all
+    records, and each rule's score is ``1 - failures / records`` (its failures are its counts in
+    ``quarantined_by_rule`` and ``warned_by_rule``).
+
+    Args:
+        spark: the session.
+        layout: the storage layout.
+        now: the end of the 24 h window (UTC).
+
+    Returns:
+        ``{"last_batch": {batch_id, at, status, records, passed, score, by_rule} | None,
+        "last_24h": {since, batches, records, passed, score, by_rule, failures_by_rule}}``; a score
+        is None where there were no records.
+    """
+    from pyspark.sql import functions as F
+
+    meta_df = spark.read.format("delta").load(layout.table(METADATA))
+    if "dq_passed" not in meta_df.columns:  # written by a release without scores
+        return {"last_batch": None, "last_24h": None}
+    kind = F.lower(F.coalesce("kind", F.lit("")))
+    scored_df = meta_df.where(
+        F.col("dq_passed").isNotNull() & ~kind.isin("progress", "ingest", "ingest_cycle")
+    )
+    when = F.coalesce("finished_at", "started_at")
+    last = (
+        scored_df.orderBy(when.desc_nulls_last(), F.col("batch_id").desc())
+        .select(
+            "batch_id",
+            "status",
+            when.alias("at"),
+            "records_read",
+            "dq_passed",
+            "dq_score",
+            "dq_score_by_rule",
+        )
+        .first()
+    )
+    last_batch = None
+    if last is not None:
+        last_batch = {
+            "batch_id": last["batch_id"],
+            "at": _iso(last["at"]),
+            "status": last["status"],
+            "records": last["records_read"],
+            "passed": last["dq_passed"],
+            "score": last["dq_score"],
+            "by_rule": dict(sorted((last["dq_score_by_rule"] or {}).items(), key=lambda kv: (kv[1], kv[0]))),
+        }
+    since = now.astimezone(UTC).replace(tzinfo=None) - timedelta(hours=24)
+    day_df = scored_df.where(
+        (F.col("status") == "ok") & (when >= F.lit(since.isoformat(sep=" ")).cast("timestamp"))
+    )
+    totals = day_df.agg(
+        F.count(F.lit(1)).alias("batches"),
+        F.sum("records_read").alias("records"),
+        F.sum("dq_passed").alias("passed"),
+    ).first()
+    failures_rows = (
+        day_df.select(
+            F.explode(
+                F.map_concat(
+                    F.coalesce("quarantined_by_rule", F.create_map().cast("map<string,bigint>")),
+                    F.coalesce("warned_by_rule", F.create_map().cast("map<string,bigint>")),
+                )
+            ).alias("rule", "n")
+        )
+        .groupBy("rule")
+        .agg(F.sum("n").alias("n"))
+        .collect()
+    )
+    records = int(totals["records"] or 0) if totals else 0
+    passed = int(totals["passed"] or 0) if totals else 0
+    failures = {r["rule"]: int(r["n"]) for r in sorted(failures_rows, key=lambda r: (-r["n"], r["rule"]))}
+    return {
+        "last_batch": last_batch,
+        "last_24h": {
+            "since": _iso(since),
+            "batches": int(totals["batches"]) if totals else 0,
+            "records": records,
+            "passed": passed,
+            "score": passed / records if records else None,
+            "by_rule": {rule: 1.0 - n / records for rule, n in failures.items()} if records else {},
+            "failures_by_rule": failures,
+        },
+    }
 
 
 def ingest_summary(layout: Layout) -> dict[str, Any]:

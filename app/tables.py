@@ -157,8 +157,11 @@ run_id STRING, kind STRING, batch_id BIGINT, app_id STRING, started_at TIMESTAMP
 finished_at TIMESTAMP, status STRING, files BIGINT, records_read BIGINT, new_versions BIGINT,
 unchanged BIGINT, duplicates BIGINT, quarantined BIGINT, quarantined_by_rule MAP<STRING, BIGINT>,
 warned_by_rule MAP<STRING, BIGINT>, durations_ms MAP<STRING, BIGINT>, error_message STRING,
-details STRING
+details STRING, dq_passed BIGINT, dq_score DOUBLE, dq_score_by_rule MAP<STRING, DOUBLE>
 """
+# dq_passed: records that passed every expectation (warn rules included); dq_score: dq_passed /
+# records_read, NULL for a batch without records; dq_score_by_rule: 1 - failures / records_read
+# per rule that failed at least one record (app/quality/score.py).
 
 # --- the table registry ---------------------------------------------------------------------------
 # Every module names a table through these constants (no table-name literal elsewhere).

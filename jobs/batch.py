@@ -65,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             zscore_window=settings.zscore_window,
             zscore_min_periods=settings.zscore_min_periods,
             zscore_threshold=settings.zscore_threshold,
+            dq_min_score=settings.dq_min_score,
         )
     return 0
 

@@ -124,6 +124,9 @@ def _metadata_rows() -> list[dict]:
                 "files": 10,
                 "records_read": 400 + 10 * b,
                 "quarantined": b % 3,
+                # every 4th batch is poor (a warn rule fails 60 records): the score chart dips
+                "dq_passed": 400 + 10 * b - b % 3 - (60 if b % 4 == 3 else 0),
+                "dq_score": (400 + 10 * b - b % 3 - (60 if b % 4 == 3 else 0)) / (400 + 10 * b),
                 "quarantined_by_rule": {"price_not_negative": b % 3, "coin_id_present": 1} if b % 2 else {},
                 "durations_ms": {"parse": 500 + 10 * b, "silver": 2000, "gold": 900, "warehouse": 700},
             }

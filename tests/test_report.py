@@ -8,10 +8,12 @@ import shutil
 import subprocess
 import tempfile
 
+import numpy as np
 import pytest
 
 from app.paths import Layout
 from app.report import build_report, default_report_path
+from app.report.charts import SCORE_COLOR
 from tests.sample_lake import build_sample_lake
 
 PANELS = ("prices", "volume-z", "gold", "candles", "quality", "throughput", "durations")
@@ -127,3 +129,7 @@ def test_report_renders_in_headless_chromium(report_html, tmp_path):
     rgb = pixels[..., :3]
     colourful = (rgb.max(axis=2) - rgb.min(axis=2)) > 0.25
     assert colourful.mean() > 0.01
+    # The data-quality score line is drawn in a colour no other chart uses: it is on the page.
+    target = np.array([int(SCORE_COLOR[i : i + 2], 16) / 255 for i in (1, 3, 5)])
+    score_pixels = (np.abs(rgb - target).max(axis=2) < 0.06).sum()
+    assert score_pixels > 200

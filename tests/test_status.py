@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.cli import main
-from app.commands.status import format_status
+from app.commands.status import format_quality, format_status
 from app.paths import Layout
 from app.status import collect_status, ingest_summary, stream_progress, warehouse_summary
 from tests.helpers import T0, coin_record, minutes, write_bronze_page
@@ -155,6 +155,36 @@ def test_collect_status_counts_delta_tables_and_finds_last_batch_and_error(spark
     assert "320 rows" in format_status(status)
     assert status["quarantine_by_rule"] == {"price_not_negative": 4}
     assert "price_not_negative" in format_status(status).split("quarantined by rule", 1)[1]
+
+
+def test_quality_summary_scores_the_last_batch_and_the_last_24_hours(spark, tmp_path):
+    from app.status import quality_summary
+    from tests.sample_lake import START
+
+    layout = Layout.from_root(str(tmp_path))
+    build_sample_lake(spark, layout)
+
+    quality = quality_summary(spark, layout, now=START.replace(tzinfo=UTC) + timedelta(hours=1))
+
+    last = quality["last_batch"]
+    # batch 7: 470 records, 1 quarantined, 60 failing a warn rule
+    assert (last["batch_id"], last["records"], last["passed"], last["status"]) == (7, 470, 409, "ok")
+    assert last["score"] == pytest.approx(409 / 470)
+    day = quality["last_24h"]
+    # the 8 ok batches (the failed row of run-0 has no score); records 3480, quarantined 7, warned 120
+    assert (day["batches"], day["records"], day["passed"]) == (8, 3480, 3353)
+    assert day["score"] == pytest.approx(3353 / 3480)
+    assert day["failures_by_rule"] == {"coin_id_present": 4, "price_not_negative": 4}
+    assert day["by_rule"] == pytest.approx(
+        {"coin_id_present": 1 - 4 / 3480, "price_not_negative": 1 - 4 / 3480}
+    )
+
+    later = quality_summary(spark, layout, now=datetime(2026, 1, 3, tzinfo=UTC))
+    assert later["last_batch"]["batch_id"] == 7
+    assert later["last_24h"]["batches"] == 0 and later["last_24h"]["score"] is None
+    text = "\n".join(format_quality({"last_batch": last, "last_24h": later["last_24h"]}))
+    assert f"{409 / 470:.2%}" in text and "(0 of 0 records, 0 batches)" in text
+    assert format_quality({"last_batch": None, "last_24h": None})[-1] == "  none yet"
 
 
 def test_status_command_prints_json_for_an_empty_root(tmp_path, capsys, monkeypatch):

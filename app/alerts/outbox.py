@@ -1,10 +1,11 @@
-"""Alert outbox: anomaly alerts are delivered at least once, and at most once per key, metric and time.
+"""Alert outbox: alerts are delivered at least once, and at most once per key, metric and time.
 
 Alerts of a batch are stored as *pending* before the anomalies are committed, delivered after the
 commit, and *marked* delivered. A crash anywhere between leaves them pending; the next batch (or
 the re-run of the same batch, which finds its anomalies committed and so has nothing new) delivers
 them. An alert is identified by ``(coin_id, vs_currency, metric, observed_at)``: a second pending
-copy replaces the first, and a delivered id is never sent again.
+copy replaces the first, and a delivered id is never sent again. A data-quality alert
+(:mod:`app.alerts.dq`) carries its own ``alert_id`` (one per batch).
 
 Files live under ``<data root>/alerts`` (``/dbfs`` on Databricks), written to a temporary name
 and renamed, as the warehouse's pending ranges are: ``pending.json`` (id -> payload) and
@@ -27,7 +28,9 @@ MAX_DELIVERED_IDS = 100_000
 
 
 def alert_key(payload: Mapping[str, Any]) -> AlertKey:
-    """The dedupe id of an alert: key, metric and observation time."""
+    """The dedupe id of an alert: its ``alert_id`` if it has one, else key, metric and observation time."""
+    if payload.get("alert_id") is not None:
+        return str(payload["alert_id"])
     parts = (payload.get(k) for k in ("coin_id", "vs_currency", "metric", "observed_at"))
     return "|".join("" if p is None else str(p) for p in parts)
 
@@ -87,6 +90,15 @@ class AlertOutbox:
         left = {k: todo[k] for k in keys if k not in set(sent)}
         self._write_pending(left)
         return len(sent), len(left)
+
+    def mark_delivered(self, keys: Sequence[AlertKey]) -> None:
+        """Mark alerts delivered without sending them (their log event was the whole channel)."""
+        done = self.delivered()
+        fresh = [k for k in keys if k not in done]
+        self._mark(fresh, done)
+        pending = self.pending()
+        if any(k in pending for k in keys):
+            self._write_pending({k: v for k, v in pending.items() if k not in set(keys)})
 
     def _mark(self, keys: list[AlertKey], done: set[AlertKey]) -> None:
         if not keys:

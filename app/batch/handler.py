@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
 
+from app.alerts.dq import alert_on_quality
 from app.batch.context import BatchContext, Stage, StageFn, as_stage, plan_waves
 from app.batch.parallel import JOB_DESCRIPTION, run_writes
 from app.errors import PipelineError
@@ -37,6 +38,7 @@ from app.quality.expectations import (
     with_rule_checks,
 )
 from app.quality.parsing import parse_bronze
+from app.quality.score import passes_every_rule, quality_score
 from app.sinks.delta.compaction import compact_tables, compaction_due
 from app.sinks.delta.io import app_id_for, read_checkpoint_query_id, stable_source
 from app.sinks.delta.metadata import BatchMetadata, write_metadata
@@ -247,6 +249,7 @@ class BatchHandler:
                 F.count_distinct("source_file").alias("files"),
                 F.count(F.lit(1)).alias("records"),
                 F.count(F.when(~is_valid, 1)).alias("quarantined"),
+                F.count(F.when(passes_every_rule(rules), 1)).alias("dq_passed"),
                 F.date_format(
                     F.min(F.when(is_valid, F.col("last_updated"))), "yyyy-MM-dd HH:mm:ss.SSSSSS"
                 ).alias("min_ts"),
@@ -261,6 +264,23 @@ class BatchHandler:
             meta.quarantined = int(stats["quarantined"])
             meta.quarantined_by_rule = by_action["quarantine"] | by_action["fail"]
             meta.warned_by_rule = by_action["warn"]
+            score = quality_score(
+                meta.records_read,
+                int(stats["dq_passed"]),
+                {k: v for a in by_action.values() for k, v in a.items()},
+            )
+            meta.dq_passed, meta.dq_score, meta.dq_score_by_rule = score.passed, score.score, score.by_rule
+            alert = alert_on_quality(
+                checked_df,
+                score,
+                settings=self.settings,
+                alerts_folder=f"{self.layout.root}/alerts",
+                app_id=app_id,
+                batch_id=batch_id,
+                run_id=self.run_id,
+            )
+            if alert is not None:
+                meta.details["dq_alert"] = alert
             raise_on_fail(by_action["fail"])
         crash_point("after_parse")
 

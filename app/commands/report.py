@@ -31,6 +31,7 @@ def _report(args: argparse.Namespace) -> int:
         zscore_window=settings.zscore_window,
         zscore_min_periods=settings.zscore_min_periods,
         zscore_threshold=settings.zscore_threshold,
+        dq_min_score=settings.dq_min_score,
     )
     print(f"report written: {path}")
     return 0

@@ -96,6 +96,33 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def _pct(score: float | None) -> str:
+    return "-" if score is None else f"{score:.2%}"
+
+
+def format_quality(quality: dict[str, Any]) -> list[str]:
+    """The data-quality lines of the status: last batch and last 24 h, worst rules first."""
+    last, day = quality.get("last_batch"), quality.get("last_24h")
+    lines = ["", "data quality (share of records passing every expectation)"]
+    if not last:
+        return [*lines, "  none yet"]
+    lines.append(
+        f"  last batch {last['batch_id']}  {_pct(last['score'])}  "
+        f"({last['passed']} of {last['records']} records, {last['status']}, at {last['at']})"
+    )
+    lines += [f"    {rule:<32} {_pct(score):>8}" for rule, score in list(last["by_rule"].items())[:5]]
+    if day:
+        lines.append(
+            f"  last 24 h      {_pct(day['score'])}  ({day['passed']} of {day['records']} records, "
+            f"{day['batches']} batches)"
+        )
+        lines += [
+            f"    {rule:<32} {_pct(day['by_rule'].get(rule)):>8} {n:>9} failed"
+            for rule, n in list(day["failures_by_rule"].items())[:5]
+        ]
+    return lines
+
+
 def format_status(status: dict[str, Any]) -> str:
     """Human-readable status, one section per concern, "none yet" where nothing exists."""
     lines = [f"data root   {status['data_root']}", ""]
@@ -138,6 +165,7 @@ def format_status(status: dict[str, Any]) -> str:
     if by_rule:
         lines += ["", "quarantined by rule"]
         lines += [f"  {rule:<32} {count:>9}" for rule, count in by_rule.items()]
+    lines += format_quality(status.get("data_quality") or {})
     ingest = status["ingest"]
     lines.append("")
     if ingest["cycles"] == 0:

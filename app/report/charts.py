@@ -15,9 +15,14 @@ import matplotlib.dates as mdates
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 CATEGORY_COLORS = {"LARGE_CAP": "#1f77b4", "MID_CAP": "#ff7f0e", "SMALL_CAP": "#2ca02c"}
 UP, DOWN, FLAG = "#26a69a", "#ef5350", "#d62728"
+# The data-quality score's colour: no other chart uses it, so the page's screenshot can find it.
+SCORE_COLOR = "#6a1b9a"
+# Up to this many days, day-level charts draw one bar slot per day instead of a date axis.
+FEW_DAYS = 3
 
 
 def to_png_base64(fig: Figure) -> str:
@@ -104,6 +109,16 @@ def volume_zscore_chart(
 
 def gold_chart(gold: pd.DataFrame) -> str | None:
     """Market metrics by market-cap category and day: total cap, coins, average 24h change."""
+    fig = gold_figure(gold)
+    return None if fig is None else to_png_base64(fig)
+
+
+def gold_figure(gold: pd.DataFrame, *, few_days: int = FEW_DAYS) -> Figure | None:
+    """:func:`gold_chart`'s figure: lines on a date axis, or grouped bars per day when there are few.
+
+    A date axis around a single day spans years (matplotlib widens an empty date range by two years
+    each side), so up to ``few_days`` days are drawn as bars with one labelled slot per day.
+    """
     if gold.empty:
         return None
     fig = Figure(figsize=(13, 3.0))
@@ -112,30 +127,56 @@ def gold_chart(gold: pd.DataFrame) -> str | None:
         ("num_coins", "coins", False),
         ("avg_price_change_24h", "avg 24h price change", False),
     ]
+    dates = pd.to_datetime(gold["metric_date"])
+    days = sorted(dates.dt.normalize().unique())
+    categories = sorted(gold["market_cap_category"].dropna().astype(str).unique()) or [""]
+    width = 0.8 / max(1, len(categories))
     for i, (col, title, log) in enumerate(panels):
         ax = fig.add_subplot(1, 3, i + 1)
-        for category, part in gold.groupby("market_cap_category"):
-            ax.plot(
-                pd.to_datetime(part["metric_date"]),
-                part[col],
-                marker="o",
-                markersize=3,
-                color=CATEGORY_COLORS.get(str(category)),
-                label=str(category),
-            )
+        for k, (category, part) in enumerate(gold.groupby("market_cap_category")):
+            style: dict[str, Any] = {"color": CATEGORY_COLORS.get(str(category)), "label": str(category)}
+            if len(days) <= few_days:
+                slots = [days.index(d) for d in pd.to_datetime(part["metric_date"]).dt.normalize()]
+                offset = (k - (len(categories) - 1) / 2) * width
+                ax.bar(np.array(slots) + offset, part[col].to_numpy(), width, **style)
+            else:
+                ax.plot(pd.to_datetime(part["metric_date"]), part[col], marker="o", markersize=3, **style)
         if log and (gold[col] > 0).all():
             ax.set_yscale("log")
         ax.set_title(title, fontsize=9)
         ax.tick_params(labelsize=7)
-        _date_axis(ax)
+        if len(days) <= few_days:
+            ax.set_xticks(range(len(days)))
+            ax.set_xticklabels([pd.Timestamp(d).strftime("%Y-%m-%d") for d in days])
+            ax.set_xlim(-0.6, len(days) - 0.4)
+        else:
+            _date_axis(ax)
         if i == 0:
             ax.legend(fontsize=7)
     fig.subplots_adjust(wspace=0.3)
-    return to_png_base64(fig)
+    return fig
+
+
+def compact_number(value: float, _pos: object = None) -> str:
+    """A tick label without an offset or exponent: ``1.2e11`` -> ``120B``, ``5e6`` -> ``5M``."""
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
 
 
 def candle_chart(ohlc: pd.DataFrame, coin: str, interval: str) -> str | None:
     """Candles of one coin with volume underneath; buckets with anomalies get a red marker."""
+    fig = candle_figure(ohlc, coin, interval)
+    return None if fig is None else to_png_base64(fig)
+
+
+def candle_figure(ohlc: pd.DataFrame, coin: str, interval: str) -> Figure | None:
+    """:func:`candle_chart`'s figure.
+
+    The volume axis labels its ticks in compact units (``120B``): with the default formatter its
+    offset label (``1e11``) sits at the top of the volume panel, on the price panel's x axis.
+    """
     if ohlc.empty:
         return None
     fig = Figure(figsize=(13, 4.0))
@@ -161,27 +202,65 @@ def candle_chart(ohlc: pd.DataFrame, coin: str, interval: str) -> str | None:
     vol_ax.bar(x, ohlc["volume"], width, color="#90a4ae")
     vol_ax.set_ylabel("volume", fontsize=8)
     vol_ax.tick_params(labelsize=7)
+    vol_ax.yaxis.set_major_formatter(FuncFormatter(compact_number))
     _date_axis(vol_ax)
-    return to_png_base64(fig)
+    return fig
 
 
-def quality_chart(by_rule: pd.DataFrame) -> str | None:
-    """Quarantined records per batch, stacked by failed rule."""
-    if by_rule.empty or by_rule["count"].fillna(0).sum() == 0:
+def quality_chart(
+    by_rule: pd.DataFrame, batches: pd.DataFrame | None = None, *, min_score: float
+) -> str | None:
+    """The data-quality score per batch over time, over its quarantined records stacked by rule."""
+    fig = quality_figure(by_rule, batches if batches is not None else pd.DataFrame(), min_score=min_score)
+    return None if fig is None else to_png_base64(fig)
+
+
+def batch_scores(batches: pd.DataFrame) -> pd.Series:
+    """The score of each batch that has one, by batch id in time order (a re-run's row wins)."""
+    if batches.empty or "dq_score" not in batches:
+        return pd.Series(dtype=float)
+    scored = batches[batches["dq_score"].notna()]
+    if "status" in scored:
+        scored = scored[scored["status"] == "ok"]
+    scored = scored.sort_values(["started_at", "batch_id"], kind="stable")
+    return scored.groupby("batch_id", sort=False)["dq_score"].last().astype(float)
+
+
+def quality_figure(by_rule: pd.DataFrame, batches: pd.DataFrame, *, min_score: float) -> Figure | None:
+    """:func:`quality_chart`'s figure: bars of quarantine reasons, the score as a line on a 0-100 % axis.
+
+    Batches are in time order (their start); the dashed line is the alert minimum.
+    """
+    scores = batch_scores(batches)
+    counts = by_rule if not by_rule.empty else pd.DataFrame(columns=["batch_id", "rule", "count"])
+    has_counts = counts["count"].fillna(0).sum() > 0
+    if scores.empty and not has_counts:
         return None
-    pivot = by_rule.pivot_table(index="batch_id", columns="rule", values="count", aggfunc="sum").fillna(0)
-    pivot = pivot.sort_index()
-    fig = Figure(figsize=(13, 2.7))
+    order = list(scores.index) + sorted(set(counts["batch_id"]) - set(scores.index))
+    fig = Figure(figsize=(13, 2.9))
     ax = fig.add_subplot(1, 1, 1)
-    bottom = np.zeros(len(pivot))
-    positions = np.arange(len(pivot))
-    for rule in pivot.columns:
-        ax.bar(positions, pivot[rule].to_numpy(), bottom=bottom, label=str(rule))
-        bottom += pivot[rule].to_numpy()
-    _batch_ticks(ax, pivot.index.tolist())
+    positions = np.arange(len(order))
+    if has_counts:
+        pivot = counts.pivot_table(index="batch_id", columns="rule", values="count", aggfunc="sum")
+        pivot = pivot.reindex(order).fillna(0)
+        bottom = np.zeros(len(pivot))
+        for rule in pivot.columns:
+            ax.bar(positions, pivot[rule].to_numpy(), bottom=bottom, label=str(rule))
+            bottom += pivot[rule].to_numpy()
+        # Beside the plot: inside, it would hide the score line, which sits near 100 %.
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.07, 1.0), title="quarantined by rule")
     ax.set_ylabel("quarantined records")
-    ax.legend(fontsize=7, ncol=4)
-    return to_png_base64(fig)
+    _batch_ticks(ax, order)
+    ax.set_xlabel("batch id (in time order)", fontsize=8)
+    if not scores.empty:
+        twin = ax.twinx()
+        y = scores.reindex(order).to_numpy() * 100
+        twin.plot(positions, y, color=SCORE_COLOR, marker="o", markersize=4, linewidth=1.6, label="score")
+        twin.axhline(min_score * 100, color=SCORE_COLOR, linestyle="--", linewidth=0.9)
+        twin.set_ylim(0, 105)
+        twin.set_ylabel("score (% passing every rule)", color=SCORE_COLOR, fontsize=8)
+        twin.tick_params(axis="y", colors=SCORE_COLOR, labelsize=7)
+    return fig
 
 
 def _batch_ticks(ax: object, batch_ids: list[int]) -> None:

@@ -160,6 +160,10 @@ def _load_metadata(data: ReportData, meta_df: DataFrame | None) -> None:
             "records_read",
             "new_versions",
             "quarantined",
+            *[
+                F.col(c) if c in batch_df.columns else F.lit(None).cast(t).alias(c)  # older tables
+                for c, t in (("dq_passed", "bigint"), ("dq_score", "double"))
+            ],
         )
         .orderBy("started_at", "batch_id")
         .toPandas()

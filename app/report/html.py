@@ -60,6 +60,7 @@ def build_report(
     zscore_window: int = 60,
     zscore_min_periods: int = 20,
     zscore_threshold: float = 3.0,
+    dq_min_score: float = 0.95,
 ) -> str:
     """Read the Delta tables, draw every panel and write the HTML file.
 
@@ -72,6 +73,7 @@ def build_report(
         zscore_window: W of the volume z-score panel (use the detector's setting).
         zscore_min_periods: fewest previous values for a z-score.
         zscore_threshold: the |z| band drawn.
+        dq_min_score: the data-quality alert minimum drawn on the score chart (the setting).
 
     Returns:
         The path written.
@@ -83,6 +85,7 @@ def build_report(
         zscore_window=zscore_window,
         zscore_min_periods=zscore_min_periods,
         zscore_threshold=zscore_threshold,
+        dq_min_score=dq_min_score,
     )
     page = render_html(panels, data, layout, generated_at=started)
     path = out_path or default_report_path(layout)
@@ -103,7 +106,12 @@ def build_report(
 
 
 def make_panels(
-    data: ReportData, *, zscore_window: int, zscore_min_periods: int, zscore_threshold: float
+    data: ReportData,
+    *,
+    zscore_window: int,
+    zscore_min_periods: int,
+    zscore_threshold: float,
+    dq_min_score: float = 0.95,
 ) -> list[Panel]:
     """Every panel of the page, drawn from ``data``."""
     cur = (data.vs_currency or "").upper()
@@ -144,9 +152,11 @@ def make_panels(
         ),
         Panel(
             "quality",
-            "Data quality: quarantined by rule",
-            "Records sent to bronze_quarantine per batch, by failed expectation; latest examples below.",
-            charts.quality_chart(data.quarantine_by_rule),
+            "Data quality: score and quarantine reasons",
+            "Score per batch in time order (purple line: the share of records passing every "
+            f"expectation; dashed: the alert minimum score {dq_min_score:g}) over the records sent to "
+            "bronze_quarantine per batch, by failed expectation; latest examples below.",
+            charts.quality_chart(data.quarantine_by_rule, data.batches, min_score=dq_min_score),
             _samples_table(data.quarantine_samples),
         ),
         Panel(

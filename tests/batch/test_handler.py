@@ -6,6 +6,7 @@ from app.batch.handler import BatchHandler
 from app.config import load_settings
 from app.paths import Layout
 from app.sources.bronze import read_bronze_files
+from app.tables import METADATA
 from tests.helpers import (
     T0,
     assert_scd2_invariants,
@@ -99,6 +100,46 @@ def test_handler_next_batch_with_only_duplicates_adds_no_versions(spark, tmp_pat
     # no new version, but the current one records the collapsed observation at T0+1m
     assert meta.details["silver"]["inserts"] + meta.details["silver"]["updates"] == 1
     assert spark.read.format("delta").load(layout.table("silver_crypto_clean")).count() == 1
+
+
+def test_handler_scores_each_batch_and_alerts_once_when_below_the_minimum(spark, tmp_path):
+    layout = Layout.from_root(str(tmp_path))
+    settings = load_settings(data_dir=str(tmp_path), dq_min_score=0.9, dq_max_rule_failures=5)
+    page = write_bronze_page(
+        layout.bronze_root,
+        T0,
+        [
+            coin_record("btc", 1.0, T0),
+            coin_record("eth", 10.0, T0),
+            coin_record("sol", 3.0, T0, name=None),  # warn: kept, but fails an expectation
+            coin_record("bad", -1.0, T0, market_cap=1, low_24h=0.1, high_24h=2.0),  # quarantined
+        ],
+    )
+    handler = BatchHandler(layout=layout, settings=settings, app_id="test-app")
+
+    meta = handler.process(read_bronze_files(spark, [page]), 0)
+
+    assert (meta.records_read, meta.dq_passed, meta.dq_score) == (4, 2, 0.5)
+    assert meta.dq_score_by_rule == {"current_price_not_positive": 0.75, "name_is_null": 0.75}
+    alert = meta.details["dq_alert"]
+    assert alert["dq_alerts_raised"] == 1 and alert["reasons"][0].startswith("score 0.5000 is below")
+    row = spark.read.format("delta").load(layout.table(METADATA)).first()
+    assert (row["dq_passed"], row["dq_score"], row["dq_score_by_rule"]) == (
+        2,
+        0.5,
+        {"current_price_not_positive": 0.75, "name_is_null": 0.75},
+    )
+    with open(tmp_path / "alerts" / "delivered.jsonl") as fh:
+        assert fh.read().splitlines() == ["dq|test-app|0"]
+
+    # the same batch re-run (a crash before the checkpoint commit) does not alert again
+    again = handler.process(read_bronze_files(spark, [page]), 0)
+    assert again.dq_score == 0.5 and again.details["dq_alert"]["dq_alerts_raised"] == 0
+
+    # a batch without records has no score, and no alert
+    empty = handler.process(read_bronze_files(spark, [page]).limit(0), 1)
+    assert (empty.records_read, empty.dq_passed, empty.dq_score, empty.dq_score_by_rule) == (0, 0, None, {})
+    assert "dq_alert" not in empty.details
 
 
 def test_handler_truncates_a_huge_error_before_it_crosses_into_the_stream(spark, tmp_path):

@@ -38,6 +38,9 @@ class BatchMetadata:
     durations_ms: dict[str, int] = field(default_factory=dict)
     error_message: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    dq_passed: int | None = None
+    dq_score: float | None = None
+    dq_score_by_rule: dict[str, float] = field(default_factory=dict)
 
     @property
     def reconciles(self) -> bool:
@@ -65,6 +68,9 @@ class BatchMetadata:
             "durations_ms": dict(self.durations_ms),
             "error_message": self.error_message,
             "details": json.dumps(self.details, sort_keys=True, default=str),
+            "dq_passed": self.dq_passed,
+            "dq_score": self.dq_score,
+            "dq_score_by_rule": dict(self.dq_score_by_rule),
         }
 
 

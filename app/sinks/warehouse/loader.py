@@ -16,6 +16,7 @@ from typing import Any
 from app.errors import LoadTerminalError, LoadTransientError, PipelineError
 from app.faults import crash_point
 from app.sinks.warehouse.sql import (
+    LEDGER_COLUMNS,
     LEDGER_TABLE,
     TARGETS,
     TOUCHED_COLUMNS,
@@ -23,6 +24,8 @@ from app.sinks.warehouse.sql import (
     Dialect,
     LoadResult,
     WarehouseBatch,
+    build_add_column_sql,
+    build_columns_probe_sql,
     build_ddl,
     build_delete_sql,
     build_drop_sql,
@@ -31,6 +34,7 @@ from app.sinks.warehouse.sql import (
     build_ledger_position_sql,
     build_stage_sql,
     build_upsert_sql,
+    missing_columns,
     prepare_frame,
     quote_ident,
     staging_name,
@@ -117,17 +121,33 @@ class SnowflakeLoader:
             raise map_error(exc, "connect") from exc
 
     def init_schema(self) -> list[str]:
-        """Create every warehouse table if missing (idempotent); returns the table names."""
+        """Create every warehouse table if missing, and add the columns an existing one lacks.
+
+        A table created by an older release (e.g. ``PIPELINE_METADATA`` before the data-quality
+        columns) gets the new columns, NULL in its old rows; the load would fail on it otherwise.
+        Idempotent; returns the table names.
+        """
         conn = self._open()
         try:
             cur = conn.cursor()
             for sql in build_ddl():
                 cur.execute(sql)
+            for name, columns in ((t.name, t.columns) for t in TARGETS):
+                self._add_missing_columns(cur, name, columns)
+            self._add_missing_columns(cur, LEDGER_TABLE, LEDGER_COLUMNS)
         except Exception as exc:
             raise map_error(exc, "init") from exc
         finally:
             conn.close()
         return list(WAREHOUSE_TABLE_NAMES)
+
+    @staticmethod
+    def _add_missing_columns(cur: Any, name: str, columns: Any) -> None:
+        cur.execute(build_columns_probe_sql(name))
+        present = [d[0] for d in (cur.description or [])]
+        for column, sf_type in missing_columns(columns, present):
+            cur.execute(build_add_column_sql(name, column, sf_type))
+            logger.info("warehouse column added table=%s column=%s", name, column)
 
     def check(self) -> dict[str, Any]:
         """Which tables exist, which are missing, and the ledger position per app id."""

@@ -192,6 +192,25 @@ def build_create_table_sql(name: str, columns: Sequence[tuple[str, str]]) -> str
     return f"CREATE TABLE IF NOT EXISTS {quote_ident(name)} ({_column_list(columns)})"
 
 
+def build_add_column_sql(name: str, column: str, sf_type: str) -> str:
+    """Add one column to an existing table (a table created by an older release lacks it).
+
+    ``IF NOT EXISTS`` keeps it idempotent when two processes upgrade the same table at once.
+    """
+    return f"ALTER TABLE {quote_ident(name)} ADD COLUMN IF NOT EXISTS {quote_ident(column)} {sf_type}"
+
+
+def build_columns_probe_sql(name: str) -> str:
+    """A query returning no rows whose cursor description lists the table's columns."""
+    return f"SELECT * FROM {quote_ident(name)} WHERE 1 = 0"
+
+
+def missing_columns(columns: Sequence[tuple[str, str]], present: Sequence[str]) -> list[tuple[str, str]]:
+    """The ``(COLUMN, TYPE)`` pairs of a target that a table with columns ``present`` lacks (case-insensitive)."""
+    have = {c.upper() for c in present}
+    return [(c, t) for c, t in columns if c.upper() not in have]
+
+
 def build_ddl() -> list[str]:
     """Every warehouse table (targets and the ledger), idempotent."""
     return [build_create_table_sql(t.name, t.columns) for t in TARGETS] + [

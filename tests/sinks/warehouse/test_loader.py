@@ -272,6 +272,44 @@ def test_check_reports_missing_tables_and_ledger(connector):
     assert report["ledger"][0]["app_id"] == APP and report["ledger"][0]["last_batch_id"] == 3
 
 
+def test_init_schema_adds_new_columns_to_a_table_of_an_older_release(connector):
+    old_metadata = [(c, t) for c, t in TARGETS[-1].columns if not c.startswith("DQ_")]
+    assert TARGETS[-1].name == "PIPELINE_METADATA" and len(old_metadata) < len(TARGETS[-1].columns)
+    conn = connector.connect()
+    try:
+        cols = ", ".join(f'"{c}" {t}' for c, t in old_metadata)
+        conn.cursor().execute(f'CREATE TABLE "PIPELINE_METADATA" ({cols})')
+        conn.cursor().execute(
+            'INSERT INTO "PIPELINE_METADATA" ("APP_ID", "KIND", "BATCH_ID", "STATUS") VALUES (%s, %s, %s, %s)',
+            (APP, "stream_batch", 1, "ok"),
+        )
+    finally:
+        conn.close()
+    loader = connector.loader()
+
+    loader.init_schema()
+    loader.init_schema()  # idempotent: nothing left to add
+    row = {
+        "app_id": APP,
+        "kind": "stream_batch",
+        "batch_id": 2,
+        "status": "ok",
+        "started_at": T0,
+        "finished_at": T0,
+        "dq_passed": 9,
+        "dq_score": 0.9,
+        "dq_score_by_rule": '{"name_is_null": 0.9}',
+    }
+    loader.load(
+        WarehouseBatch(APP, 0, {"PIPELINE_METADATA": _frame("PIPELINE_METADATA", [row])}, _touched({}))
+    )
+
+    _, got = loader.query(
+        'SELECT "BATCH_ID", "DQ_PASSED", "DQ_SCORE", "DQ_SCORE_BY_RULE" FROM "PIPELINE_METADATA" ORDER BY 1'
+    )
+    assert got == [(1, None, None, None), (2, 9, 0.9, '{"name_is_null": 0.9}')]
+
+
 def test_map_error_splits_transient_and_terminal():
     from snowflake.connector import errors as sf
 
