@@ -19,7 +19,7 @@ PLAN_DDL = "coin_id string, vs_currency string, valid_from timestamp, current_pr
 DAY1 = datetime(2024, 3, 1, tzinfo=UTC)
 
 
-def test_with_after_image_applies_upserts_and_deletes_and_keeps_the_rest(spark):
+def test_with_after_image_applies_inserts_updates_and_deletes_and_keeps_the_rest(spark):
     t = [datetime(2024, 3, 1, h) for h in range(4)]
     before_df = spark.createDataFrame(
         [("a", "usd", t[0], 1.0), ("a", "usd", t[1], 2.0), ("a", "usd", t[2], 3.0), ("b", "usd", t[0], None)],
@@ -28,9 +28,9 @@ def test_with_after_image_applies_upserts_and_deletes_and_keeps_the_rest(spark):
     plan_df = spark.createDataFrame(
         [
             ("a", "usd", t[1], 2.0, "none"),  # unchanged: stays as it was
-            ("a", "usd", t[2], 30.0, "upsert"),  # replaced
+            ("a", "usd", t[2], 30.0, "update"),  # replaced
             ("a", "usd", t[0], 1.0, "delete"),  # removed
-            ("a", "usd", t[3], 4.0, "upsert"),  # new
+            ("a", "usd", t[3], 4.0, "insert"),  # new
         ],
         PLAN_DDL,
     )
