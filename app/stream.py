@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal
 from app.errors import ConfigError, PipelineError
 from app.logs import log_event
 from app.paths import STREAM_QUERY_NAME
-from app.sinks.handler import SilverBatchHandler
+from app.sinks.handler import BatchTotals, SilverBatchHandler
 from app.sources.bronze import read_bronze_stream
 from app.tables import METADATA, QUARANTINE, SILVER, ensure_table
 
@@ -52,18 +52,28 @@ class StreamResult:
         query_id: the query id stored in the checkpoint (stable across restarts).
         app_id: the idempotence id derived from it.
         run_id: this process run.
-        batches: metadata of every batch this run processed, in order.
+        batches: metadata of the run's batches, in order: every one, or the latest
+            :data:`~app.sinks.handler.RECENT_BATCHES_KEPT` of a long run.
+        totals: counts over every batch of the run (None: sum ``batches``).
     """
 
     query_id: str
     app_id: str
     run_id: str
     batches: list[BatchMetadata] = field(default_factory=list)
+    totals: BatchTotals | None = None
 
     @property
     def records_read(self) -> int:
         """Records read over all batches of the run."""
+        if self.totals is not None:
+            return self.totals.records_read
         return sum(b.records_read for b in self.batches)
+
+    @property
+    def batch_count(self) -> int:
+        """Batches the run processed (more than ``len(batches)`` once old ones were let go)."""
+        return self.totals.batches if self.totals is not None else len(self.batches)
 
 
 def default_stages(settings: Settings) -> list[Stage]:
@@ -184,10 +194,14 @@ def run_stream(
     if error is not None:
         raise StreamFailedError(failure_message(root_cause(str(error)), handler.failed_files))
     result = StreamResult(
-        query_id=str(query.id), app_id=handler.app_id or "", run_id=run_id, batches=handler.results
+        query_id=str(query.id),
+        app_id=handler.app_id or "",
+        run_id=run_id,
+        batches=list(handler.results),
+        totals=handler.totals,
     )
     log_event(
-        logger, "stream.finished", query_id=query.id, batches=len(result.batches), records=result.records_read
+        logger, "stream.finished", query_id=query.id, batches=result.batch_count, records=result.records_read
     )
     return result
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -77,6 +78,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 MAX_RAISED_MESSAGE = 4000
+# Batches whose metadata a handler keeps in memory (``results``): an interval stream runs for
+# weeks, and every batch's metadata is in ``pipeline_metadata`` anyway; the totals count them all.
+RECENT_BATCHES_KEPT = 1000
 TOUCHED_DDL = "coin_id STRING, vs_currency STRING, from_ts TIMESTAMP, to_ts TIMESTAMP"
 
 
@@ -93,6 +97,29 @@ def with_observation_columns(valid_df: DataFrame) -> DataFrame:
     )
 
 
+@dataclass
+class BatchTotals:
+    """Running totals over every successful batch a handler processed (not only the kept ones)."""
+
+    batches: int = 0
+    files: int = 0
+    records_read: int = 0
+    new_versions: int = 0
+    unchanged: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+
+    def add(self, meta: BatchMetadata) -> None:
+        """Count one finished batch."""
+        self.batches += 1
+        self.files += meta.files
+        self.records_read += meta.records_read
+        self.new_versions += meta.new_versions
+        self.unchanged += meta.unchanged
+        self.duplicates += meta.duplicates
+        self.quarantined += meta.quarantined
+
+
 class SilverBatchHandler:
     """The ``foreachBatch`` callable ``(batch_df, batch_id)``; holds no global state.
 
@@ -105,6 +132,8 @@ class SilverBatchHandler:
         stages: callables run after the silver MERGE, in order; their counts go to metadata.
         rules: the expectations (default: :func:`app.quality.expectations.default_rules`).
         on_batch: called with each finished batch's metadata (progress display).
+        keep_batches: how many of the latest batches' metadata ``results`` keeps; ``totals``
+            counts every batch, so a long-running stream holds a bounded amount.
     """
 
     def __init__(
@@ -118,6 +147,7 @@ class SilverBatchHandler:
         stages: Sequence[Stage] = (),
         rules: list[Rule] | None = None,
         on_batch: Callable[[BatchMetadata], None] | None = None,
+        keep_batches: int = RECENT_BATCHES_KEPT,
     ) -> None:
         if app_id is None and checkpoint is None:
             raise ValueError("SilverBatchHandler needs an app_id or a checkpoint to derive it from")
@@ -128,7 +158,8 @@ class SilverBatchHandler:
         self.run_id = run_id or uuid.uuid4().hex
         self.stages = list(stages)
         self.rules = rules if rules is not None else default_rules()
-        self.results: list[BatchMetadata] = []
+        self.results: deque[BatchMetadata] = deque(maxlen=keep_batches)
+        self.totals = BatchTotals()
         self.on_batch = on_batch
         self._tables_ready = False
         self._ensured: set[str] = set()  # tables the stages have ensured during this run
@@ -195,6 +226,7 @@ class SilverBatchHandler:
         finally:
             release(cached)
         self.results.append(meta)
+        self.totals.add(meta)
         log_event(
             logger,
             "batch.done",
