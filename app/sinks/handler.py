@@ -371,7 +371,14 @@ class SilverBatchHandler:
             read_working_set(spark, path, version, currencies, bound).select(*SILVER_COLUMNS)
         )
         obs_df = valid_df.transform(with_observation_columns)
-        plan_df = stable_source(build_scd2_plan(obs_df, select_tail(before_df, obs_df), batch_id=batch_id))
+        plan_df = stable_source(
+            build_scd2_plan(
+                obs_df,
+                select_tail(before_df, obs_df),
+                batch_id=batch_id,
+                max_collapsed=self.settings.max_collapsed_observations,
+            )
+        )
         is_batch = F.col("_origin") == "batch"
         # One job: the counts, and per currency the earliest from_ts (the first touched day).
         per_currency = (
