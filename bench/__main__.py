@@ -130,7 +130,7 @@ def _smoke(args: argparse.Namespace) -> None:
     args.steady_coins, args.steady_batches, args.history_snapshots = 20, 1, 1
     args.scale_coins, args.scale_currencies, args.scale_repeats = 200, "usd,eur", 2
     args.ingest_coins = 600
-    args.soak_coins, args.soak_batches, args.soak_sample_every, args.soak_warmup = 5, 4, 1, 1
+    args.soak_coins, args.soak_batches, args.soak_sample_every, args.soak_warmup = 5, 3, 1, 1
 
 
 def main(argv: list[str] | None = None) -> int:
