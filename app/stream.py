@@ -114,8 +114,15 @@ def start_stream(
     *,
     trigger: Trigger = "available-now",
     every: str = "30s",
+    checkpoint: str | None = None,
+    bronze_days: Sequence[str] | None = None,
 ) -> StreamingQuery:
-    """Start the query (named :data:`app.paths.STREAM_QUERY_NAME`) with ``handler`` as its sink."""
+    """Start the query (named :data:`app.paths.STREAM_QUERY_NAME`) with ``handler`` as its sink.
+
+    ``checkpoint`` defaults to the stream's own, ``layout.checkpoint(STREAM_QUERY_NAME)``; a
+    replay passes its own folder. ``bronze_days`` lists only those ``dt=`` folders (a replay from
+    a day); by default the lookback setting decides.
+    """
     for name in (SILVER, QUARANTINE, METADATA):
         ensure_table(spark, name, layout.table(name))
     source_df = read_bronze_stream(
@@ -123,10 +130,11 @@ def start_stream(
         layout.bronze_root,
         max_files_per_trigger=settings.max_files_per_trigger,
         lookback_days=settings.bronze_lookback_days,
+        days=bronze_days,
     )
     writer = (
         source_df.writeStream.queryName(STREAM_QUERY_NAME)
-        .option("checkpointLocation", layout.checkpoint(STREAM_QUERY_NAME))
+        .option("checkpointLocation", checkpoint or layout.checkpoint(STREAM_QUERY_NAME))
         .foreachBatch(handler)
     )
     if trigger == "available-now":
@@ -150,6 +158,8 @@ def run_stream(
     run_id: str | None = None,
     timeout_seconds: float | None = None,
     on_batch: Callable[[BatchMetadata], None] | None = None,
+    checkpoint: str | None = None,
+    bronze_days: Sequence[str] | None = None,
 ) -> StreamResult:
     """Run the query until it finishes (available-now), is signalled (SIGTERM/SIGINT) or times out.
 
@@ -164,6 +174,8 @@ def run_stream(
         run_id: this run's id (default: a new UUID).
         timeout_seconds: stop the query after this long (mainly for interval runs in tests).
         on_batch: called with each finished batch's metadata (e.g. to draw progress).
+        checkpoint: the query's checkpoint folder (default: the stream's own).
+        bronze_days: read only these ``dt=YYYY-MM-DD`` folders (default: as the settings say).
 
     Returns:
         The run's :class:`StreamResult`.
@@ -172,7 +184,7 @@ def run_stream(
         StreamFailedError: a batch failed; the query stopped and that batch re-runs on restart.
     """
     run_id = run_id or uuid.uuid4().hex
-    checkpoint = layout.checkpoint(STREAM_QUERY_NAME)
+    checkpoint = checkpoint or layout.checkpoint(STREAM_QUERY_NAME)
     handler = SilverBatchHandler(
         layout=layout,
         settings=settings,
@@ -187,7 +199,16 @@ def run_stream(
     # Interval runs live long: flush their progress rows every minute, not only at the end.
     flush_every = PROGRESS_FLUSH_SECONDS if trigger == "interval" else None
     with recording_progress(spark, layout, run_id=run_id, flush_interval_s=flush_every):
-        query = start_stream(spark, settings, layout, handler, trigger=trigger, every=every)
+        query = start_stream(
+            spark,
+            settings,
+            layout,
+            handler,
+            trigger=trigger,
+            every=every,
+            checkpoint=checkpoint,
+            bronze_days=bronze_days,
+        )
         log_event(logger, "stream.started", query_id=query.id, trigger=trigger, run_id=run_id)
         _await(query, timeout_seconds)
     error = query.exception()
