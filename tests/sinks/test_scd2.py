@@ -362,7 +362,7 @@ def test_a_late_change_beyond_the_bound_resumes_the_old_values_at_the_earliest_k
     t = [_naive(T0 + minutes(i)) for i in range(6)]
     # All at once: 1.0 resumes at the first observation after the late one (t3).
     assert _versions(at_once) == [
-        (t[0], _naive(late_at), 1.0, []),
+        (t[0], _naive(late_at), 1.0, [t[1], t[2]]),
         (_naive(late_at), t[3], 2.0, []),
         (t[3], None, 1.0, [t[4], t[5]]),
     ]
