@@ -143,6 +143,9 @@ class Settings(BaseSettings):
     working_set_lookback_hours: int = Field(default=6, ge=0, le=24 * 366)
     """Silver history a batch reads before its earliest day, in hours: it must hold the W+1 versions
     the z-scores need; a key with fewer there is read further back (extra Spark jobs)."""
+    max_collapsed_observations: int = Field(default=240, ge=1)
+    """Most observations a silver version keeps in ``collapsed_observations`` (its latest ones):
+    the bound on the array of a coin whose values never change while ``last_updated`` moves."""
     zscore_window: int = Field(default=60, ge=2)
     """Anomaly detector: number of previous observations in the window (W)."""
     zscore_min_periods: int = Field(default=20, ge=2)

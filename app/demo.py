@@ -217,7 +217,7 @@ def _run_lakehouse(settings: Settings, layout: Layout, summary: DemoSummary, out
                 trigger="available-now",
                 on_batch=lambda meta: bar.advance(note=f"batch {meta.batch_id}: {meta.records_read} records"),
             )
-        summary.batches = len(result.batches)
+        summary.batches = result.batch_count
         summary.records_read = result.records_read
     with _phase(summary, "table counts"):
         _count_tables(spark, layout, summary)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from app.batch.handler import BatchHandler
+from app.batch.handler import BatchHandler, BatchTotals
 from app.errors import ConfigError, PipelineError
 from app.logs import log_event
 from app.paths import STREAM_QUERY_NAME
@@ -51,18 +51,28 @@ class StreamResult:
         query_id: the query id stored in the checkpoint (stable across restarts).
         app_id: the idempotence id derived from it.
         run_id: this process run.
-        batches: metadata of every batch this run processed, in order.
+        batches: metadata of the run's batches, in order: every one, or the latest
+            :data:`~app.batch.handler.RECENT_BATCHES_KEPT` of a long run.
+        totals: counts over every batch of the run (None: sum ``batches``).
     """
 
     query_id: str
     app_id: str
     run_id: str
     batches: list[BatchMetadata] = field(default_factory=list)
+    totals: BatchTotals | None = None
 
     @property
     def records_read(self) -> int:
         """Records read over all batches of the run."""
+        if self.totals is not None:
+            return self.totals.records_read
         return sum(b.records_read for b in self.batches)
+
+    @property
+    def batch_count(self) -> int:
+        """Batches the run processed (more than ``len(batches)`` once old ones were let go)."""
+        return self.totals.batches if self.totals is not None else len(self.batches)
 
 
 def default_stages(settings: Settings) -> list[Stage | StageFn]:
@@ -104,18 +114,26 @@ def start_stream(
     *,
     trigger: Trigger = "available-now",
     every: str = "30s",
+    checkpoint: str | None = None,
+    bronze_days: Sequence[str] | None = None,
 ) -> StreamingQuery:
-    """Start the query (named :data:`app.paths.STREAM_QUERY_NAME`) with ``handler`` as its sink."""
+    """Start the query (named :data:`app.paths.STREAM_QUERY_NAME`) with ``handler`` as its sink.
+
+    ``checkpoint`` defaults to the stream's own, ``layout.checkpoint(STREAM_QUERY_NAME)``; a
+    replay passes its own folder. ``bronze_days`` lists only those ``dt=`` folders (a replay from
+    a day); by default the lookback setting decides.
+    """
     handler.prepare(spark)  # every table the batches write, once, before the first batch
     source_df = read_bronze_stream(
         spark,
         layout.bronze_root,
         max_files_per_trigger=settings.max_files_per_trigger,
         lookback_days=settings.bronze_lookback_days,
+        days=bronze_days,
     )
     writer = (
         source_df.writeStream.queryName(STREAM_QUERY_NAME)
-        .option("checkpointLocation", layout.checkpoint(STREAM_QUERY_NAME))
+        .option("checkpointLocation", checkpoint or layout.checkpoint(STREAM_QUERY_NAME))
         .foreachBatch(handler)
     )
     if trigger == "available-now":
@@ -139,6 +157,8 @@ def run_stream(
     run_id: str | None = None,
     timeout_seconds: float | None = None,
     on_batch: Callable[[BatchMetadata], None] | None = None,
+    checkpoint: str | None = None,
+    bronze_days: Sequence[str] | None = None,
 ) -> StreamResult:
     """Run the query until it finishes (available-now), is signalled (SIGTERM/SIGINT) or times out.
 
@@ -153,6 +173,8 @@ def run_stream(
         run_id: this run's id (default: a new UUID).
         timeout_seconds: stop the query after this long (mainly for interval runs in tests).
         on_batch: called with each finished batch's metadata (e.g. to draw progress).
+        checkpoint: the query's checkpoint folder (default: the stream's own).
+        bronze_days: read only these ``dt=YYYY-MM-DD`` folders (default: as the settings say).
 
     Returns:
         The run's :class:`StreamResult`.
@@ -161,7 +183,7 @@ def run_stream(
         StreamFailedError: a batch failed; the query stopped and that batch re-runs on restart.
     """
     run_id = run_id or uuid.uuid4().hex
-    checkpoint = layout.checkpoint(STREAM_QUERY_NAME)
+    checkpoint = checkpoint or layout.checkpoint(STREAM_QUERY_NAME)
     handler = BatchHandler(
         layout=layout,
         settings=settings,
@@ -176,17 +198,30 @@ def run_stream(
     # Interval runs live long: flush their progress rows every minute, not only at the end.
     flush_every = PROGRESS_FLUSH_SECONDS if trigger == "interval" else None
     with recording_progress(spark, layout, run_id=run_id, flush_interval_s=flush_every):
-        query = start_stream(spark, settings, layout, handler, trigger=trigger, every=every)
+        query = start_stream(
+            spark,
+            settings,
+            layout,
+            handler,
+            trigger=trigger,
+            every=every,
+            checkpoint=checkpoint,
+            bronze_days=bronze_days,
+        )
         log_event(logger, "stream.started", query_id=query.id, trigger=trigger, run_id=run_id)
         _await(query, timeout_seconds)
     error = query.exception()
     if error is not None:
         raise StreamFailedError(failure_message(root_cause(str(error)), handler.failed_files))
     result = StreamResult(
-        query_id=str(query.id), app_id=handler.app_id or "", run_id=run_id, batches=handler.results
+        query_id=str(query.id),
+        app_id=handler.app_id or "",
+        run_id=run_id,
+        batches=list(handler.results),
+        totals=handler.totals,
     )
     log_event(
-        logger, "stream.finished", query_id=query.id, batches=len(result.batches), records=result.records_read
+        logger, "stream.finished", query_id=query.id, batches=result.batch_count, records=result.records_read
     )
     return result
 

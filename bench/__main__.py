@@ -11,7 +11,10 @@ Sections, all in one process and one SparkSession:
 * scale: a whole CoinGecko snapshot (``--scale-coins`` x ``--scale-currencies``) in ONE batch,
   ``--scale-repeats`` times: p50 and its ratio to the steady start phase's p50;
 * warehouse: SQL statements and round trips per batch for 10, 1,000 and 10,000 changed rows;
-* ingest: API calls per cycle for 10,000 coins and the 429s our own client caused.
+* ingest: API calls per cycle for 10,000 coins and the 429s our own client caused;
+* soak (only when asked: ``--sections soak``): ``--soak-batches`` interval-trigger batches of one
+  small snapshot each, sampling driver memory, descriptors, the checkpoint and the Delta logs;
+  growth per 100 batches after the warm-up (reported, not a target).
 
 Prints a table, writes the numbers as JSON (``--out``), and exits 1 when a target is missed, so
 the numbers cannot silently rot. ``--smoke`` runs every section at toy sizes and checks only that
@@ -31,8 +34,9 @@ from datetime import UTC, datetime
 from bench import sections
 from bench.report import Report
 
-SECTIONS = ("throughput", "steady", "scale", "warehouse", "ingest")
-SPARK_SECTIONS = {"throughput", "steady", "scale"}
+DEFAULT_SECTIONS = ("throughput", "steady", "scale", "warehouse", "ingest")
+SECTIONS = (*DEFAULT_SECTIONS, "soak")
+SPARK_SECTIONS = {"throughput", "steady", "scale", "soak"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,11 +75,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--scale-repeats", type=int, default=3, help="scale: successive snapshots, one batch each")
     p.add_argument("--ingest-coins", type=int, default=10_000, help="ingest: universe size")
+    p.add_argument("--soak-coins", type=int, default=20, help="soak: coins per batch (one bronze file)")
+    p.add_argument("--soak-batches", type=int, default=200, help="soak: interval-trigger batches")
+    p.add_argument("--soak-sample-every", type=int, default=10, help="soak: sample every N batches")
+    p.add_argument("--soak-warmup", type=int, default=50, help="soak: batches left out of the growth")
+    p.add_argument("--soak-interval", default="1s", help="soak: trigger interval")
     p.add_argument("--master", default="local[2]", help="Spark master")
     p.add_argument("--shuffle-partitions", type=int, default=2)
     p.add_argument(
         "--sections",
-        default=",".join(SECTIONS),
+        default=",".join(DEFAULT_SECTIONS),
         help=f"comma-separated subset of {','.join(SECTIONS)}",
     )
     p.add_argument("--smoke", action="store_true", help="toy sizes; report targets but never fail on them")
@@ -109,6 +118,10 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> se
         )
     if min(args.scale_coins, args.scale_repeats) < 1:
         parser.error("--scale-coins and --scale-repeats must be positive")
+    if not 1 <= args.soak_coins <= 250 or min(args.soak_batches, args.soak_sample_every) < 1:
+        parser.error(
+            "--soak-coins must be 1..250 (one file per batch); --soak-batches and --soak-sample-every positive"
+        )
     return chosen
 
 
@@ -117,6 +130,7 @@ def _smoke(args: argparse.Namespace) -> None:
     args.steady_coins, args.steady_batches, args.history_snapshots = 20, 1, 1
     args.scale_coins, args.scale_currencies, args.scale_repeats = 200, "usd,eur", 2
     args.ingest_coins = 600
+    args.soak_coins, args.soak_batches, args.soak_sample_every, args.soak_warmup = 5, 3, 1, 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         sections.warehouse(args, work, report)
     if "ingest" in chosen:
         sections.ingest(args, work, report)
+    if "soak" in chosen:
+        sections.soak(spark, args, work, report)
 
     report.results["finished_at"] = datetime.now(UTC).isoformat()
     print("\n".join(report.lines))

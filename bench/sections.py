@@ -6,6 +6,7 @@ The targets are those of docs/BENCHMARKS.md ("What is measured"); a missed one m
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -216,3 +217,38 @@ def ingest(args: argparse.Namespace, work: str, report: Report) -> None:
         ing.calls_per_vs_currency == expected,
     )
     report.check("ingest self-caused 429s", ing.self_caused_429, "== 0", ing.self_caused_429 == 0)
+
+
+def soak(spark: SparkSession, args: argparse.Namespace, work: str, report: Report) -> None:
+    """A long interval-trigger stream: driver memory, descriptors, checkpoint and Delta logs per 100 batches."""
+    from bench.soak import run_soak
+
+    def progress(sample):  # type: ignore[no-untyped-def]
+        # One JSON line per sample, so a run stopped early still leaves its figures.
+        print("soak sample " + json.dumps(asdict(sample)), flush=True)
+
+    res = run_soak(
+        spark,
+        os.path.join(work, "soak"),
+        coins=args.soak_coins,
+        batches=args.soak_batches,
+        sample_every=args.soak_sample_every,
+        warmup=args.soak_warmup,
+        interval=args.soak_interval,
+        shuffle_partitions=args.shuffle_partitions,
+        on_sample=progress,
+    )
+    report.results["soak"] = res.as_dict()
+    report.line(
+        f"Soak: {res.batches} interval batches ({res.interval}) of {res.coins} coins, sampled every "
+        f"{res.sample_every}; growth per 100 batches after the first {res.warmup} (first -> last):"
+    )
+    for metric in res.metrics():
+        first, last = res.span(metric)
+        report.line(f"  {metric:<44} {res.growth_per_100(metric):+12.2f}   ({first:,.1f} -> {last:,.1f})")
+    for metric, label in (
+        ("jvm_heap_after_gc_mb", "heap MB"),
+        ("jvm_fds", "JVM fds"),
+        ("checkpoint_files", "ckpt files"),
+    ):
+        report.check(f"soak {label}/100 batches (reported)", res.growth_per_100(metric))

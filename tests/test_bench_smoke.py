@@ -108,3 +108,41 @@ def test_bench_exits_nonzero_when_a_target_is_missed(tmp_path, monkeypatch):
         ),
     )
     assert main(["--sections", "ingest", "--work-dir", str(tmp_path), "--ingest-coins", "10000"]) == 1
+
+
+def test_bench_soak_samples_every_batch_of_an_interval_stream(spark, tmp_path):
+    from app.tables import SILVER
+
+    out = tmp_path / "soak.json"
+    argv = ["--smoke", "--sections", "soak", "--work-dir", str(tmp_path / "work"), "--out", str(out)]
+    assert main(argv) == 0
+    soak = json.loads(out.read_text())["soak"]
+    samples = soak["samples"]
+    assert [s["batch"] for s in samples] == [1, 2, 3]  # --smoke: 3 batches, a sample after each
+    for s in samples:
+        assert s["python_rss_mb"] > 0 and s["jvm_rss_mb"] > 0 and s["jvm_heap_after_gc_mb"] > 0
+        assert s["python_fds"] > 0 and s["jvm_fds"] > 0
+    # one commit per batch: the checkpoint and silver's log grow with the batches of this tiny run
+    assert samples[0]["checkpoint_files"] < samples[1]["checkpoint_files"] < samples[2]["checkpoint_files"]
+    logs = [s["delta_log_files"][SILVER] for s in samples]
+    assert logs[0] < logs[1] < logs[2]
+    growth = soak["growth_per_100"]
+    assert {"jvm_heap_after_gc_mb", "jvm_fds", "checkpoint_bytes", f"delta_log_files:{SILVER}"} <= set(growth)
+    # after the warm-up (batch 1): batches 2 and 3, so the slope is their difference per 100 batches
+    assert growth["checkpoint_files"] == pytest.approx(
+        100 * (samples[2]["checkpoint_files"] - samples[1]["checkpoint_files"])
+    )
+
+
+def test_soak_growth_per_100_is_the_least_squares_slope():
+    from bench.soak import growth_per_100
+
+    assert growth_per_100([(10, 5.0), (20, 6.0), (30, 7.0)]) == pytest.approx(10.0)
+    assert growth_per_100([(10, 5.0), (20, 9.0), (30, 5.0)]) == pytest.approx(0.0)
+    assert math.isnan(growth_per_100([(10, 5.0)]))
+
+
+def test_bench_soak_refuses_more_coins_than_one_file_holds(capsys):
+    with pytest.raises(SystemExit):
+        main(["--sections", "soak", "--soak-coins", "251"])
+    assert "--soak-coins must be 1..250" in capsys.readouterr().err

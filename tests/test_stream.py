@@ -147,3 +147,27 @@ def test_stream_quarantines_bad_files_and_records_and_keeps_running(spark, tmp_p
         .collect()
     )
     assert len(md) == len(res.batches) and all(r["status"] == "ok" for r in md)
+
+
+def test_summary_line_counts_every_batch_when_only_the_latest_are_kept():
+    from collections import deque
+    from datetime import UTC, datetime
+
+    from app.batch.handler import BatchTotals
+    from app.commands.stream import summary_line
+    from app.sinks.delta.metadata import BatchMetadata
+    from app.stream import StreamResult
+
+    kept: deque[BatchMetadata] = deque(maxlen=2)
+    totals = BatchTotals()
+    for batch_id in range(5):
+        meta = BatchMetadata(
+            run_id="r", batch_id=batch_id, app_id="a", started_at=datetime(2026, 1, 1, tzinfo=UTC)
+        )
+        meta.files, meta.records_read, meta.new_versions = 1, 10, 3
+        kept.append(meta)
+        totals.add(meta)
+    result = StreamResult(query_id="q", app_id="a", run_id="r", batches=list(kept), totals=totals)
+    assert [b.batch_id for b in result.batches] == [3, 4]
+    assert result.batch_count == 5 and result.records_read == 50
+    assert summary_line(result).startswith("stream: 5 batches, 5 files, 50 records, 15 new versions")

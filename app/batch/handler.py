@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -79,6 +80,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 MAX_RAISED_MESSAGE = 4000
+# Batches whose metadata a handler keeps in memory (``results``): an interval stream runs for
+# weeks, and every batch's metadata is in ``pipeline_metadata`` anyway; the totals count them all.
+RECENT_BATCHES_KEPT = 1000
 TOUCHED_DDL = "coin_id STRING, vs_currency STRING, from_ts TIMESTAMP, to_ts TIMESTAMP"
 
 
@@ -95,6 +99,29 @@ def with_observation_columns(valid_df: DataFrame) -> DataFrame:
     )
 
 
+@dataclass
+class BatchTotals:
+    """Running totals over every successful batch a handler processed (not only the kept ones)."""
+
+    batches: int = 0
+    files: int = 0
+    records_read: int = 0
+    new_versions: int = 0
+    unchanged: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+
+    def add(self, meta: BatchMetadata) -> None:
+        """Count one finished batch."""
+        self.batches += 1
+        self.files += meta.files
+        self.records_read += meta.records_read
+        self.new_versions += meta.new_versions
+        self.unchanged += meta.unchanged
+        self.duplicates += meta.duplicates
+        self.quarantined += meta.quarantined
+
+
 class BatchHandler:
     """The ``foreachBatch`` callable ``(batch_df, batch_id)``; holds no global state.
 
@@ -108,6 +135,8 @@ class BatchHandler:
             they are ordered by what they require, and their counts go to metadata.
         rules: the expectations (default: :func:`app.quality.expectations.default_rules`).
         on_batch: called with each finished batch's metadata (progress display).
+        keep_batches: how many of the latest batches' metadata ``results`` keeps; ``totals``
+            counts every batch, so a long-running stream holds a bounded amount.
     """
 
     def __init__(
@@ -121,6 +150,7 @@ class BatchHandler:
         stages: Sequence[Stage | StageFn] = (),
         rules: list[Rule] | None = None,
         on_batch: Callable[[BatchMetadata], None] | None = None,
+        keep_batches: int = RECENT_BATCHES_KEPT,
     ) -> None:
         if app_id is None and checkpoint is None:
             raise ValueError("BatchHandler needs an app_id or a checkpoint to derive it from")
@@ -132,7 +162,8 @@ class BatchHandler:
         self.stages = [as_stage(s) for s in stages]
         self.waves = plan_waves(self.stages)  # a cycle or a missing stage fails here, at start-up
         self.rules = rules if rules is not None else default_rules()
-        self.results: list[BatchMetadata] = []
+        self.results: deque[BatchMetadata] = deque(maxlen=keep_batches)
+        self.totals = BatchTotals()
         self.on_batch = on_batch
         self._tables_ready = False
         self.skip_files: frozenset[str] = frozenset()  # set aside by `coinlake quarantine-file`
@@ -208,6 +239,7 @@ class BatchHandler:
         finally:
             release(cached)
         self.results.append(meta)
+        self.totals.add(meta)
         log_event(
             logger,
             "batch.done",
@@ -369,7 +401,14 @@ class BatchHandler:
             read_working_set(spark, path, version, currencies, bound).select(*SILVER_COLUMNS)
         )
         obs_df = valid_df.transform(with_observation_columns)
-        plan_df = stable_source(build_scd2_plan(obs_df, select_tail(before_df, obs_df), batch_id=batch_id))
+        plan_df = stable_source(
+            build_scd2_plan(
+                obs_df,
+                select_tail(before_df, obs_df),
+                batch_id=batch_id,
+                max_collapsed=self.settings.max_collapsed_observations,
+            )
+        )
         is_batch = F.col("_origin") == "batch"
         # One job: the counts, and per currency the earliest from_ts (the first touched day).
         per_currency = (

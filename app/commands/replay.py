@@ -1,8 +1,17 @@
-"""``coinlake replay --from-scratch``: drop the derived tables and the checkpoint, rebuild from bronze."""
+"""``coinlake replay``: re-process bronze, from scratch or from a day, with a new checkpoint.
+
+* ``--from-scratch`` drops the derived tables and the stream checkpoint and rebuilds from all of
+  bronze.
+* ``--from DATE`` deletes nothing: it re-reads the ``dt=`` folders from that UTC day on over the
+  existing tables with a checkpoint of its own (the order-independent SCD2 makes feeding records
+  again idempotent), then reconciles the derived tables from that day on (``verify --from DATE
+  --repair``). The stream's own checkpoint is left as it is (README, "Replaying").
+"""
 
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from app.commands.common import layout_of, settings_from_args, spark_from_settings
@@ -15,13 +24,27 @@ if TYPE_CHECKING:
     from app.config import Settings
     from app.paths import Layout
 
+# Checkpoint folders of replays from a day: ``<root>/checkpoints/replay_from_<DATE>_<UTC stamp>``.
+REPLAY_CHECKPOINT_PREFIX = "replay_from_"
+
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("replay", help="rebuild every derived table from bronze with a new checkpoint")
-    parser.add_argument(
+    parser = sub.add_parser(
+        "replay",
+        help="re-process bronze with a new checkpoint: --from-scratch, or --from DATE over the tables",
+    )
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument(
         "--from-scratch",
         action="store_true",
-        help="required: delete silver, anomalies, gold, quarantine and the stream checkpoint first",
+        help="delete silver, anomalies, gold, quarantine and the stream checkpoint first",
+    )
+    mode.add_argument(
+        "--from",
+        dest="from_date",
+        metavar="DATE",
+        help="re-process the bronze folders from this UTC day (YYYY-MM-DD) on over the existing "
+        "tables, deleting nothing, then reconcile the derived tables from that day (verify --repair)",
     )
     parser.set_defaults(handler=_replay)
 
@@ -44,9 +67,16 @@ def drop_derived_state(spark: SparkSession, layout: Layout) -> list[str]:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    if not args.from_scratch:
+    from_scratch = getattr(args, "from_scratch", False)
+    from_date = getattr(args, "from_date", None)
+    if from_scratch and from_date is not None:
+        raise ConfigError("replay: --from-scratch and --from are mutually exclusive; pass one")
+    if from_date is not None:
+        return _replay_from(args, _parse_from(from_date))
+    if not from_scratch:
         raise ConfigError(
-            "replay: pass --from-scratch to confirm dropping the derived tables and the checkpoint"
+            "replay: pass --from-scratch to confirm dropping the derived tables and the checkpoint, "
+            "or --from DATE to re-process bronze from that day over the existing tables"
         )
     from app.commands.stream import summary_line
     from app.stream import run_stream
@@ -57,6 +87,59 @@ def _replay(args: argparse.Namespace) -> int:
     for path in drop_derived_state(spark, layout):
         print(f"replay: deleted {path}")
     print(summary_line(run_stream(spark, settings, layout, trigger="available-now")))
+    return 0
+
+
+def _parse_from(value: str) -> date:
+    from app.commands.verify import parse_day
+
+    day = parse_day(value, command="replay")
+    assert day is not None
+    if day > datetime.now(UTC).date():
+        raise ConfigError(
+            f"replay: --from {value} is in the future (today is {datetime.now(UTC).date()} UTC)"
+        )
+    return day
+
+
+def replay_checkpoint(layout: Layout, from_day: date, *, now: datetime) -> str:
+    """A new checkpoint folder for a replay from ``from_day`` started at ``now`` (never the stream's)."""
+    return layout.checkpoint(f"{REPLAY_CHECKPOINT_PREFIX}{from_day.isoformat()}_{now:%Y%m%dT%H%M%S%fZ}")
+
+
+def _replay_from(args: argparse.Namespace, from_day: date) -> int:
+    """Re-process bronze from ``from_day`` over the tables, then reconcile the derived tables."""
+    from app.batch.verify import verify_lake
+    from app.commands.stream import summary_line
+    from app.commands.verify import format_reports
+    from app.sources.bronze import bronze_days_from
+    from app.stream import run_stream
+
+    settings = replay_settings(settings_from_args(args))
+    layout = layout_of(settings)
+    spark = spark_from_settings(settings, app_name="coinlake-replay")
+    days = bronze_days_from(spark, layout.bronze_root, from_day)
+    if not days:
+        raise ConfigError(
+            f"replay: no bronze folder dt=YYYY-MM-DD on or after {from_day} under {layout.bronze_root}"
+        )
+    checkpoint = replay_checkpoint(layout, from_day, now=datetime.now(UTC))
+    print(f"replay: reading {len(days)} bronze folder(s) dt={days[0]} .. dt={days[-1]}")
+    print(f"replay: new checkpoint {checkpoint} (the stream's own checkpoint is not touched)")
+    result = run_stream(
+        spark, settings, layout, trigger="available-now", checkpoint=checkpoint, bronze_days=days
+    )
+    print(summary_line(result))
+    reports = verify_lake(
+        spark,
+        layout,
+        from_date=from_day,
+        window=settings.zscore_window,
+        min_periods=settings.zscore_min_periods,
+        threshold=settings.zscore_threshold,
+        repair=True,
+    )
+    print(format_reports(reports, from_date=from_day, repair=True))
     return 0
 
 

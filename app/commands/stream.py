@@ -32,10 +32,16 @@ def _stream(args: argparse.Namespace) -> int:
 
 
 def summary_line(result: Any) -> str:
-    """One line summing up a stream run."""
-    b = result.batches
+    """One line summing up a stream run (from its totals: a long run keeps only its latest batches)."""
+    t = result.totals
+    if t is None:
+        from app.batch.handler import BatchTotals
+
+        t = BatchTotals()
+        for meta in result.batches:
+            t.add(meta)
     return (
-        f"stream: {len(b)} batches, {sum(x.files for x in b)} files, {result.records_read} records, "
-        f"{sum(x.new_versions for x in b)} new versions, {sum(x.unchanged for x in b)} unchanged, "
-        f"{sum(x.duplicates for x in b)} duplicates, {sum(x.quarantined for x in b)} quarantined"
+        f"stream: {t.batches} batches, {t.files} files, {t.records_read} records, "
+        f"{t.new_versions} new versions, {t.unchanged} unchanged, "
+        f"{t.duplicates} duplicates, {t.quarantined} quarantined"
     )

@@ -51,8 +51,12 @@ def register(sub: Any) -> None:
     parser.set_defaults(handler=_verify)
 
 
-def parse_day(value: str | None) -> date | None:
+def parse_day(value: str | None, *, command: str = "verify") -> date | None:
     """``YYYY-MM-DD`` as a date; None stays None.
+
+    Args:
+        value: the ``--from`` argument.
+        command: the command named in the error message.
 
     Raises:
         ConfigError: anything else.
@@ -64,7 +68,7 @@ def parse_day(value: str | None) -> date | None:
             raise ValueError(value)
         return date.fromisoformat(value)
     except ValueError:
-        raise ConfigError(f"verify: --from expects a UTC day YYYY-MM-DD, got {value!r}") from None
+        raise ConfigError(f"{command}: --from expects a UTC day YYYY-MM-DD, got {value!r}") from None
 
 
 def _verify(args: argparse.Namespace) -> int:

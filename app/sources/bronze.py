@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -52,8 +53,14 @@ RAW_RECORD_DDL = ", ".join(f"{name} STRING" for name in RAW_RECORD_FIELDS)
 BRONZE_TEXT_COLUMNS = ("value", "source_file")
 
 
-def bronze_glob(bronze_root: str, *, lookback_days: int = 0, today: date | None = None) -> str:
-    """The path pattern the stream lists: every date folder, or only the recent ones.
+def bronze_glob(
+    bronze_root: str,
+    *,
+    lookback_days: int = 0,
+    today: date | None = None,
+    days: Sequence[str] | None = None,
+) -> str:
+    """The path pattern the stream lists: every date folder, only the recent ones, or given ones.
 
     Listing cost grows with the folders matched, so ``lookback_days > 0`` restricts the pattern to
     the ``dt=`` folders from ``today - lookback_days`` to ``today + 1`` (tomorrow covers a stream
@@ -63,16 +70,49 @@ def bronze_glob(bronze_root: str, *, lookback_days: int = 0, today: date | None 
         bronze_root: ``Layout.bronze_root``.
         lookback_days: days back to list; 0 lists all folders.
         today: the reference UTC date (default: today).
+        days: exactly these ``YYYY-MM-DD`` folders (a replay from a day, :func:`bronze_days_from`);
+            overrides ``lookback_days``.
 
     Returns:
         A Hadoop glob such as ``<root>/dt=*/*.json`` or ``<root>/dt={2026-01-01,2026-01-02}/*.json``.
+
+    Raises:
+        ValueError: ``days`` is given but empty (the glob would match nothing).
     """
     root = bronze_root.rstrip("/")
+    if days is not None:
+        if not days:
+            raise ValueError("bronze_glob: days is empty")
+        return f"{root}/dt={{{','.join(days)}}}/*.json"
     if lookback_days <= 0:
         return f"{root}/dt=*/*.json"
     ref = today or datetime.now(UTC).date()
     days = [(ref + timedelta(days=offset)).isoformat() for offset in range(-lookback_days, 2)]
     return f"{root}/dt={{{','.join(days)}}}/*.json"
+
+
+def bronze_days_from(spark: SparkSession, bronze_root: str, from_day: date) -> list[str]:
+    """The ``dt=YYYY-MM-DD`` folders of bronze on or after ``from_day``, as sorted day strings.
+
+    Listed through Hadoop's file system (any scheme), one level deep: the folders, not their files.
+
+    Returns:
+        The days (``YYYY-MM-DD``); empty when bronze or every folder from that day is missing.
+    """
+    path, fs = _hadoop_fs(spark, bronze_root)
+    if not fs.exists(path):
+        return []
+    days = []
+    for status in fs.listStatus(path):
+        name = str(status.getPath().getName())
+        if status.isDirectory() and name.startswith("dt="):
+            try:
+                day = date.fromisoformat(name[len("dt=") :])
+            except ValueError:
+                continue  # not a date folder of ours
+            if day >= from_day:
+                days.append(day.isoformat())
+    return sorted(days)
 
 
 def read_bronze_stream(
@@ -81,6 +121,7 @@ def read_bronze_stream(
     *,
     max_files_per_trigger: int = 100,
     lookback_days: int = 0,
+    days: Sequence[str] | None = None,
 ) -> DataFrame:
     """A streaming DataFrame of bronze files: ``value`` (the whole file text) and ``source_file``.
 
@@ -92,6 +133,7 @@ def read_bronze_stream(
         bronze_root: ``Layout.bronze_root``.
         max_files_per_trigger: bronze files per micro-batch.
         lookback_days: see :func:`bronze_glob`.
+        days: only these ``dt=`` folders (see :func:`bronze_glob`).
 
     Returns:
         The streaming DataFrame with columns :data:`BRONZE_TEXT_COLUMNS`.
@@ -100,7 +142,7 @@ def read_bronze_stream(
         spark.readStream.format("text")
         .option("wholetext", True)
         .option("maxFilesPerTrigger", max_files_per_trigger)
-        .load(bronze_glob(bronze_root, lookback_days=lookback_days))
+        .load(bronze_glob(bronze_root, lookback_days=lookback_days, days=days))
         .select(F.col("value"), F.col("_metadata.file_path").alias("source_file"))
     )
 

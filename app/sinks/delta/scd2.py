@@ -8,7 +8,9 @@ Silver is a function of the *set* of valid bronze records (ARCHITECTURE.md, "Sil
 2. per key, ordered by ``valid_from``, an observation whose ``row_hash`` equals its predecessor's
    is collapsed into it (*unchanged*); the version keeps the collapsed observations (time, fetch
    time, file) in ``collapsed_observations``, so a late observation with other values landing
-   between them splits the version again exactly as processing everything at once would;
+   between them splits the version again exactly as processing everything at once would; the
+   array keeps only the latest ``max_collapsed`` of them (:data:`DEFAULT_MAX_COLLAPSED`, setting
+   ``COINLAKE_MAX_COLLAPSED_OBSERVATIONS``): see "Beyond the bound" below;
 3. ``valid_to`` is the next version's ``valid_from``; the last version is current.
 
 A batch only needs, per touched key, the *tail* of silver from the version just before its earliest
@@ -17,6 +19,17 @@ observation (rows whose interval reaches that time: ``valid_to IS NULL OR valid_
 them ∪ the batch and says, per row, whether to
 insert, update, delete or leave it; :func:`apply_scd2_merge` replaces the tail in ONE MERGE whose target is
 pruned to the batch's currencies and to rows whose interval reaches the batch's earliest time.
+
+Beyond the bound. A coin whose values never change while ``last_updated`` moves would otherwise
+grow its version's array without end. The *latest* observations are the ones kept, because late
+data is rare and recent. Whatever arrives and in whatever order, the current values, and the
+values silver reports at every instant from a version's earliest kept collapsed observation on,
+stay exactly what processing all records at once gives; so does everything while no version holds
+more than ``max_collapsed`` collapsed observations. Only a late observation *with other values*
+that falls in the forgotten stretch (between a version's ``valid_from`` and its earliest kept
+collapsed observation) is placed less precisely: it still becomes its own version, but the old
+values resume at the earliest kept observation instead of at the first forgotten one after it, so
+its interval is longer than an all-at-once run would make it, by at most that stretch.
 """
 
 from __future__ import annotations
@@ -42,6 +55,19 @@ COLLAPSED = "collapsed_observations"
 # Columns the plan derives rather than takes from an observation.
 _BOOKKEEPING = ("valid_to", "is_current", "batch_id", "updated_batch_id", COLLAPSED)
 _FAR_FUTURE = "9999-12-31 00:00:00"
+# Collapsed observations kept per version (the latest ones): four hours of one-minute polling.
+DEFAULT_MAX_COLLAPSED = 240
+
+
+def keep_latest(array_col: F.Column, n: int) -> F.Column:
+    """The last ``n`` elements of an array (all of it when shorter; NULL stays NULL).
+
+    Args:
+        array_col: an array Column, sorted so that the latest elements come last.
+        n: how many to keep (at least 1).
+    """
+    size = F.size(array_col)
+    return F.when(size > n, F.slice(array_col, size - n + 1, F.lit(n))).otherwise(array_col)
 
 
 def select_tail(silver_df: DataFrame, obs_df: DataFrame, *, keys: tuple[str, ...] = SILVER_KEYS) -> DataFrame:
@@ -70,6 +96,7 @@ def build_scd2_plan(
     *,
     batch_id: int,
     keys: tuple[str, ...] = SILVER_KEYS,
+    max_collapsed: int = DEFAULT_MAX_COLLAPSED,
 ) -> DataFrame:
     """Re-derive the tail of each touched key from the observations of tail ∪ batch.
 
@@ -88,6 +115,8 @@ def build_scd2_plan(
         tail_df: :func:`select_tail` of silver before the batch.
         batch_id: the micro-batch id.
         keys: the business key.
+        max_collapsed: the most ``collapsed_observations`` a version keeps, its latest ones
+            (module docstring, "Beyond the bound").
 
     Returns:
         Silver columns plus ``_origin`` (``existing``/``batch``), ``_outcome``
@@ -176,7 +205,7 @@ def build_scd2_plan(
             )
         ).over(Window.partitionBy(*keys, "_run_start"))
     ).cast(COLLAPSED_OBSERVATIONS_TYPE)
-    winners = winners.withColumn(COLLAPSED, gathered)
+    winners = winners.withColumn(COLLAPSED, keep_latest(gathered, max_collapsed))
     kept = (
         winners.filter(~F.col("_collapsed"))
         .withColumn("valid_to", F.lead("valid_from").over(in_time))

@@ -11,6 +11,7 @@ from app.batch.handler import with_observation_columns
 from app.quality.expectations import default_rules, split_valid_invalid
 from app.quality.parsing import parse_bronze
 from app.sinks.delta.scd2 import (
+    DEFAULT_MAX_COLLAPSED,
     SILVER_COLUMNS,
     MergeScope,
     apply_scd2_merge,
@@ -164,11 +165,16 @@ def _merge_in_memory(silver, plan):
     )
 
 
-def _silver_in_batches(spark, files: dict[str, tuple[object, list[dict]]], batches: list[list[str]]):
+def _silver_in_batches(
+    spark,
+    files: dict[str, tuple[object, list[dict]]],
+    batches: list[list[str]],
+    max_collapsed: int = DEFAULT_MAX_COLLAPSED,
+):
     silver = _empty_silver(spark)
     for batch_id, names in enumerate(batches):
         obs = _obs_files(spark, [(n, *files[n]) for n in names])
-        plan = build_scd2_plan(obs, select_tail(silver, obs), batch_id=batch_id)
+        plan = build_scd2_plan(obs, select_tail(silver, obs), batch_id=batch_id, max_collapsed=max_collapsed)
         silver = _merge_in_memory(silver, plan)
     return silver
 
@@ -293,3 +299,82 @@ def test_scope_condition_quotes_hostile_currency_literally(spark):
     )
     kept = {r["vs_currency"] for r in target_df.alias("t").filter(scope_condition(scope)).collect()}
     assert kept == {"us'd", "eur\\"}
+
+
+# --- the bound on collapsed_observations (COINLAKE_MAX_COLLAPSED_OBSERVATIONS) ---------------------
+
+
+def _flat_files(n: int) -> dict[str, tuple[object, list[dict]]]:
+    """``n`` fetches a minute apart of one coin whose values never change while last_updated moves."""
+    return {f"f{i}.json": (T0 + minutes(i), [coin_record("btc", 1.0, T0 + minutes(i))]) for i in range(n)}
+
+
+def _versions(silver):
+    return [
+        (
+            r["valid_from"],
+            r["valid_to"],
+            r["current_price"],
+            [o["observed_at"] for o in r["collapsed_observations"]],
+        )
+        for r in silver.orderBy("valid_from").collect()
+    ]
+
+
+def test_build_scd2_plan_keeps_the_latest_collapsed_observations_in_any_batching(spark):
+    files = _flat_files(6)
+    names = list(files)
+    at_once = _silver_in_batches(spark, files, [names], max_collapsed=3)
+    one_by_one = _silver_in_batches(spark, files, [[n] for n in names], max_collapsed=3)
+    backwards = _silver_in_batches(spark, files, [[n] for n in reversed(names)], max_collapsed=3)
+    expected = [(_naive(T0), None, 1.0, [_naive(T0 + minutes(i)) for i in (3, 4, 5)])]
+    assert _versions(at_once) == expected
+    _assert_same_silver(at_once, one_by_one)
+    _assert_same_silver(at_once, backwards)
+
+
+def test_order_independence_holds_within_the_bound(spark):
+    files = _flat_files(5)  # btc 1.0 at T0..T0+4 min: four collapsed observations, the bound is 4
+    files["late.json"] = (T0 + minutes(2.5), [coin_record("btc", 2.0, T0 + minutes(2.5))])
+    names = sorted(files)
+    at_once = _silver_in_batches(spark, files, [names], max_collapsed=4)
+    assert [v[:3] for v in _versions(at_once)] == [
+        (_naive(T0), _naive(T0 + minutes(2.5)), 1.0),
+        (_naive(T0 + minutes(2.5)), _naive(T0 + minutes(3)), 2.0),
+        (_naive(T0 + minutes(3)), None, 1.0),
+    ]
+    for order in (
+        ["f0.json", "f1.json", "f2.json", "f3.json", "f4.json", "late.json"],  # late after the rest
+        ["late.json", "f4.json", "f3.json", "f2.json", "f1.json", "f0.json"],
+        ["f3.json", "f0.json", "late.json", "f4.json", "f1.json", "f2.json"],
+    ):
+        _assert_same_silver(at_once, _silver_in_batches(spark, files, [[n] for n in order], max_collapsed=4))
+
+
+def test_a_late_change_beyond_the_bound_resumes_the_old_values_at_the_earliest_kept_observation(spark):
+    files = _flat_files(6)  # collapsed t1..t5; the bound keeps t4, t5
+    late_at = T0 + minutes(2.5)
+    files["late.json"] = (late_at, [coin_record("btc", 2.0, late_at)])
+    streamed = _silver_in_batches(
+        spark, files, [[f"f{i}.json" for i in range(6)], ["late.json"]], max_collapsed=2
+    )
+    at_once = _silver_in_batches(spark, files, [sorted(files)], max_collapsed=2)
+    t = [_naive(T0 + minutes(i)) for i in range(6)]
+    # All at once: 1.0 resumes at the first observation after the late one (t3).
+    assert _versions(at_once) == [
+        (t[0], _naive(late_at), 1.0, [t[1], t[2]]),
+        (_naive(late_at), t[3], 2.0, []),
+        (t[3], None, 1.0, [t[4], t[5]]),
+    ]
+    # The late one arriving after t3 was forgotten: 1.0 resumes at the earliest kept one (t4).
+    assert _versions(streamed) == [
+        (t[0], _naive(late_at), 1.0, []),
+        (_naive(late_at), t[4], 2.0, []),
+        (t[4], None, 1.0, [t[5]]),
+    ]
+    # The current values and every instant from the earliest kept observation on agree.
+    now_streamed, now_at_once = (df.filter("is_current").drop(*COMPARE_DROP) for df in (streamed, at_once))
+    assert (
+        now_streamed.select("current_price", "row_hash").collect()
+        == now_at_once.select("current_price", "row_hash").collect()
+    )
