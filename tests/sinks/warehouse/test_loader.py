@@ -323,7 +323,7 @@ _CRASH_SCRIPT = textwrap.dedent(
     """
     import sys, pandas as pd
     sys.path.insert(0, {root!r})
-    from tests.sinks.test_snowflake_loader import APP, T0, _silver, _touched
+    from tests.sinks.warehouse.test_loader import APP, T0, _silver, _touched
     from app.sinks.warehouse.sql import WarehouseBatch
     from app.sinks.warehouse.connector import emulator_connector
     loader = emulator_connector({db!r}).loader()
