@@ -42,7 +42,7 @@ from app.quality.parsing import parse_bronze
 from app.quality.score import passes_every_rule, quality_score
 from app.sinks.delta.compaction import compact_tables, compaction_due
 from app.sinks.delta.io import app_id_for, read_checkpoint_query_id, stable_source
-from app.sinks.delta.metadata import BatchMetadata, write_metadata
+from app.sinks.delta.metadata import BATCH_COUNTS, BatchMetadata, write_metadata
 from app.sinks.delta.quarantine import (
     operator_quarantined_files,
     to_quarantine_rows,
@@ -112,14 +112,10 @@ class BatchTotals:
     quarantined: int = 0
 
     def add(self, meta: BatchMetadata) -> None:
-        """Count one finished batch."""
+        """Count one finished batch (every count of :data:`BATCH_COUNTS`)."""
         self.batches += 1
-        self.files += meta.files
-        self.records_read += meta.records_read
-        self.new_versions += meta.new_versions
-        self.unchanged += meta.unchanged
-        self.duplicates += meta.duplicates
-        self.quarantined += meta.quarantined
+        for name in BATCH_COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(meta, name))
 
 
 class BatchHandler:
