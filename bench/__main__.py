@@ -78,7 +78,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--soak-coins", type=int, default=20, help="soak: coins per batch (one bronze file)")
     p.add_argument("--soak-batches", type=int, default=200, help="soak: interval-trigger batches")
     p.add_argument("--soak-sample-every", type=int, default=10, help="soak: sample every N batches")
-    p.add_argument("--soak-warmup", type=int, default=50, help="soak: batches left out of the growth")
+    p.add_argument(
+        "--soak-warmup",
+        type=int,
+        default=110,
+        help="soak: batches left out of the growth (Spark keeps the checkpoint files of the last 100 "
+        "batches, spark.sql.streaming.minBatchesToRetain, so their count is flat only after that)",
+    )
+    p.add_argument(
+        "--soak-age-logs-at",
+        type=int,
+        default=100,
+        help="soak: after this batch, move the Delta logs' file times a month back so that the "
+        "next checkpoints must delete them (Delta keeps 30 days of log); 0: never",
+    )
     p.add_argument("--soak-interval", default="1s", help="soak: trigger interval")
     p.add_argument("--master", default="local[2]", help="Spark master")
     p.add_argument("--shuffle-partitions", type=int, default=2)
@@ -118,6 +131,8 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> se
         )
     if min(args.scale_coins, args.scale_repeats) < 1:
         parser.error("--scale-coins and --scale-repeats must be positive")
+    if args.soak_age_logs_at < 0:
+        parser.error("--soak-age-logs-at must be 0 (never) or a batch number")
     if not 1 <= args.soak_coins <= 250 or min(args.soak_batches, args.soak_sample_every) < 1:
         parser.error(
             "--soak-coins must be 1..250 (one file per batch); --soak-batches and --soak-sample-every positive"
@@ -131,6 +146,7 @@ def _smoke(args: argparse.Namespace) -> None:
     args.scale_coins, args.scale_currencies, args.scale_repeats = 200, "usd,eur", 2
     args.ingest_coins = 600
     args.soak_coins, args.soak_batches, args.soak_sample_every, args.soak_warmup = 5, 3, 1, 1
+    args.soak_age_logs_at = 2
 
 
 def main(argv: list[str] | None = None) -> int:

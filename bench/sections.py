@@ -13,6 +13,7 @@ import shutil
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
+from app.tables import SILVER
 from bench.report import Report
 from bench.spark_runs import p50
 
@@ -235,6 +236,7 @@ def soak(spark: SparkSession, args: argparse.Namespace, work: str, report: Repor
         sample_every=args.soak_sample_every,
         warmup=args.soak_warmup,
         interval=args.soak_interval,
+        age_logs_at=args.soak_age_logs_at,
         shuffle_partitions=args.shuffle_partitions,
         on_sample=progress,
     )
@@ -252,3 +254,14 @@ def soak(spark: SparkSession, args: argparse.Namespace, work: str, report: Repor
         ("checkpoint_files", "ckpt files"),
     ):
         report.check(f"soak {label}/100 batches (reported)", res.growth_per_100(metric))
+    cleanup = res.log_cleanup()
+    if cleanup:
+        report.line(
+            f"  Delta logs aged {res.logs_aged_days} days after batch {res.logs_aged_after}; "
+            "files then -> lowest after (Delta's cleanup at the next checkpoint):"
+        )
+        for table, (then, lowest) in cleanup.items():
+            report.line(f"    {table:<42} {then:>6} -> {lowest:>6}")
+    if SILVER in cleanup and res.batches - res.logs_aged_after >= 10:  # silver checkpoints every 10 commits
+        then, lowest = cleanup[SILVER]
+        report.check("soak silver log files after cleanup", lowest, f"< {then} (aged)", lowest < then)

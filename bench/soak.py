@@ -14,6 +14,15 @@ Every ``sample_every`` batches (and after the first), on the driver:
 * the stream checkpoint folder's size in bytes and its file count;
 * the ``_delta_log`` file count of each table.
 
+Delta deletes a log file only once it is older than ``delta.logRetentionDuration`` (30 days by
+default) counted from the start of the day, so no run shorter than a month can see that cleanup
+happen on its own. To check that it does, the soak ages the logs once, after batch
+``age_logs_at``: it moves the modification time of every file in each table's ``_delta_log``
+:data:`LOG_AGE_DAYS` days back, keeping their order, as if everything written so far had been
+written a month earlier. The next checkpoint of each table (every 10 commits) must then delete the
+files before it; :meth:`SoakResult.log_cleanup` reports each table's count at the ageing and the
+lowest count after it.
+
 :meth:`SoakResult.growth_per_100` fits a least-squares line through the samples after the warm-up
 and reports its slope per 100 batches, per metric.
 """
@@ -46,6 +55,9 @@ METRICS = (
     "checkpoint_files",
 )
 _MB = 1024 * 1024
+# How far back the soak moves the Delta logs: past delta.logRetentionDuration's default of 30 days
+# plus the cut-off's truncation to the start of a day.
+LOG_AGE_DAYS = 32
 
 
 @dataclass
@@ -79,6 +91,10 @@ class SoakResult:
     sample_every: int
     warmup: int
     samples: list[SoakSample] = field(default_factory=list)
+    # When the Delta logs were aged (module docstring): the batch, the days and each table's count.
+    logs_aged_after: int = 0
+    logs_aged_days: int = 0
+    logs_at_ageing: dict[str, int] = field(default_factory=dict)
 
     def metrics(self) -> list[str]:
         """Every metric name, the per-table ``_delta_log`` counts last."""
@@ -98,7 +114,22 @@ class SoakResult:
             asdict(self),
             growth_per_100={m: self.growth_per_100(m) for m in self.metrics()},
             after_warmup={m: self.span(m) for m in self.metrics()},
+            log_cleanup=self.log_cleanup(),
         )
+
+    def log_cleanup(self) -> dict[str, tuple[int, int]]:
+        """Per table: its ``_delta_log`` file count when the logs were aged, and the lowest after.
+
+        Empty when the logs were not aged or no sample followed; a table whose lowest count after
+        is below its count at the ageing had its old log files deleted by Delta's cleanup.
+        """
+        later = [s for s in self.samples if s.batch > self.logs_aged_after]
+        if not self.logs_aged_after or not later:
+            return {}
+        return {
+            table: (count, min(s.delta_log_files.get(table, count) for s in later))
+            for table, count in sorted(self.logs_at_ageing.items())
+        }
 
     def span(self, metric: str) -> tuple[float, float]:
         """``metric`` at the first and at the last sample after the warm-up (NaN when none)."""
@@ -145,6 +176,35 @@ def _tree(path: str) -> tuple[int, int]:
     return size, files
 
 
+def _log_dirs(layout: Layout) -> dict[str, str]:
+    """Each existing table's ``_delta_log`` folder."""
+    dirs = {name: os.path.join(layout.table(name), "_delta_log") for name in TABLE_NAMES}
+    return {name: path for name, path in dirs.items() if os.path.isdir(path)}
+
+
+def age_delta_logs(layout: Layout, days: int) -> dict[str, int]:
+    """Move every ``_delta_log`` file's modification time ``days`` back, keeping their order.
+
+    Delta's log cleanup compares these times with the retention cut-off and expects them to rise
+    with the version (it raises a later file's time to its predecessor's otherwise), so every file
+    moves by the same amount and the order a running table wrote them in is kept.
+
+    Returns:
+        Each table's log file count at the ageing.
+    """
+    shift = days * 86_400
+    counts = {}
+    for name, log_dir in _log_dirs(layout).items():
+        files = 0
+        for entry in os.scandir(log_dir):
+            if entry.is_file():
+                st = entry.stat()
+                os.utime(entry.path, (st.st_atime - shift, st.st_mtime - shift))
+                files += 1
+        counts[name] = files
+    return counts
+
+
 def take_sample(spark: SparkSession, layout: Layout, batch: int) -> SoakSample:
     """Measure the driver and the lake after ``batch`` batches (module docstring)."""
     jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
@@ -153,11 +213,7 @@ def take_sample(spark: SparkSession, layout: Layout, batch: int) -> SoakSample:
     heap = (runtime.totalMemory() - runtime.freeMemory()) / _MB
     jvm_pid = int(jvm.java.lang.ProcessHandle.current().pid())
     ckpt_bytes, ckpt_files = _tree(layout.checkpoint())
-    logs = {}
-    for name in TABLE_NAMES:
-        log_dir = os.path.join(layout.table(name), "_delta_log")
-        if os.path.isdir(log_dir):
-            logs[name] = _tree(log_dir)[1]
+    logs = {name: _tree(log_dir)[1] for name, log_dir in _log_dirs(layout).items()}
     return SoakSample(
         batch=batch,
         python_rss_mb=_rss_mb("self"),
@@ -180,6 +236,7 @@ def run_soak(
     sample_every: int,
     warmup: int,
     interval: str = "1s",
+    age_logs_at: int = 0,
     shuffle_partitions: int = 2,
     on_sample: object = None,
 ) -> SoakResult:
@@ -193,6 +250,7 @@ def run_soak(
         sample_every: sample after every N-th batch (and after the first).
         warmup: batches left out of the growth figures.
         interval: the trigger interval.
+        age_logs_at: age the Delta logs (module docstring) after this batch; 0: never.
         shuffle_partitions: as elsewhere in the bench.
         on_sample: optional callable given each sample as it is taken (progress printing).
 
@@ -232,6 +290,9 @@ def run_soak(
             result.samples.append(sample)
             if callable(on_sample):
                 on_sample(sample)
+        if count == age_logs_at:
+            result.logs_aged_after, result.logs_aged_days = count, LOG_AGE_DAYS
+            result.logs_at_ageing = age_delta_logs(layout, LOG_AGE_DAYS)
         if count >= batches:
             done.set()
         else:

@@ -126,6 +126,9 @@ def test_bench_soak_samples_every_batch_of_an_interval_stream(spark, tmp_path):
     assert samples[0]["checkpoint_files"] < samples[1]["checkpoint_files"] < samples[2]["checkpoint_files"]
     logs = [s["delta_log_files"][SILVER] for s in samples]
     assert logs[0] < logs[1] < logs[2]
+    # --smoke ages the logs after batch 2: too few commits for a checkpoint, so nothing is deleted yet
+    assert soak["logs_aged_after"] == 2 and soak["logs_at_ageing"][SILVER] == logs[1]
+    assert soak["log_cleanup"][SILVER] == [logs[1], logs[2]]
     growth = soak["growth_per_100"]
     assert {"jvm_heap_after_gc_mb", "jvm_fds", "checkpoint_bytes", f"delta_log_files:{SILVER}"} <= set(growth)
     # after the warm-up (batch 1): batches 2 and 3, so the slope is their difference per 100 batches
@@ -146,3 +149,34 @@ def test_bench_soak_refuses_more_coins_than_one_file_holds(capsys):
     with pytest.raises(SystemExit):
         main(["--sections", "soak", "--soak-coins", "251"])
     assert "--soak-coins must be 1..250" in capsys.readouterr().err
+
+
+def test_soak_ages_every_delta_log_file_by_the_same_amount_keeping_their_order(tmp_path):
+    from app.tables import GOLD_METRICS, SILVER
+    from bench.soak import LOG_AGE_DAYS, SoakResult, SoakSample, age_delta_logs
+
+    layout = Layout.from_root(str(tmp_path / "lake"))
+    now = 1_800_000_000
+    for table, files in ((SILVER, 3), (GOLD_METRICS, 2)):
+        log = os.path.join(layout.table(table), "_delta_log")
+        os.makedirs(os.path.join(log, "_staged_commits"))  # a folder: left alone, not counted
+        for version in range(files):
+            path = os.path.join(log, f"{version:020d}.json")
+            with open(path, "w") as fh:
+                fh.write("{}")
+            os.utime(path, (now + version, now + version))
+
+    assert age_delta_logs(layout, LOG_AGE_DAYS) == {SILVER: 3, GOLD_METRICS: 2}
+    log = os.path.join(layout.table(SILVER), "_delta_log")
+    times = [os.stat(os.path.join(log, f"{v:020d}.json")).st_mtime for v in range(3)]
+    assert times == [now - LOG_AGE_DAYS * 86_400 + v for v in range(3)]  # same shift, same order
+
+    def sample(batch, silver, gold):
+        return SoakSample(batch, 1.0, 1.0, 1.0, 1, 1, 1, 1, {SILVER: silver, GOLD_METRICS: gold})
+
+    res = SoakResult(coins=1, batches=30, interval="1s", sample_every=10, warmup=0)
+    res.samples = [sample(10, 40, 40), sample(20, 12, 80), sample(30, 50, 120)]
+    assert res.log_cleanup() == {}  # never aged
+    res.logs_aged_after, res.logs_at_ageing = 10, {SILVER: 40, GOLD_METRICS: 40}
+    # silver's cleanup deleted files after the ageing; gold's log only grew
+    assert res.log_cleanup() == {GOLD_METRICS: (40, 80), SILVER: (40, 12)}
