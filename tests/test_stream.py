@@ -165,8 +165,11 @@ def test_summary_line_counts_every_batch_when_only_the_latest_are_kept():
             run_id="r", batch_id=batch_id, app_id="a", started_at=datetime(2026, 1, 1, tzinfo=UTC)
         )
         meta.files, meta.records_read, meta.new_versions = 1, 10, 3
+        meta.unchanged, meta.duplicates, meta.quarantined = 4, 2, 1
         kept.append(meta)
         totals.add(meta)
+    assert (totals.batches, totals.files, totals.records_read, totals.new_versions) == (5, 5, 50, 15)
+    assert (totals.unchanged, totals.duplicates, totals.quarantined) == (20, 10, 5)
     result = StreamResult(query_id="q", app_id="a", run_id="r", batches=list(kept), totals=totals)
     assert [b.batch_id for b in result.batches] == [3, 4]
     assert result.batch_count == 5 and result.records_read == 50

@@ -15,7 +15,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -42,7 +42,7 @@ from app.quality.parsing import parse_bronze
 from app.quality.score import passes_every_rule, quality_score
 from app.sinks.delta.compaction import compact_tables, compaction_due
 from app.sinks.delta.io import app_id_for, read_checkpoint_query_id, stable_source
-from app.sinks.delta.metadata import BATCH_COUNTS, BatchMetadata, write_metadata
+from app.sinks.delta.metadata import BatchMetadata, write_metadata
 from app.sinks.delta.quarantine import (
     operator_quarantined_files,
     to_quarantine_rows,
@@ -112,10 +112,11 @@ class BatchTotals:
     quarantined: int = 0
 
     def add(self, meta: BatchMetadata) -> None:
-        """Count one finished batch (every count of :data:`BATCH_COUNTS`)."""
+        """Count one finished batch: every other field sums the batch count of the same name."""
         self.batches += 1
-        for name in BATCH_COUNTS:
-            setattr(self, name, getattr(self, name) + getattr(meta, name))
+        for f in fields(self):
+            if f.name != "batches":
+                setattr(self, f.name, getattr(self, f.name) + getattr(meta, f.name))
 
 
 class BatchHandler:

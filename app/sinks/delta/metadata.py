@@ -16,10 +16,6 @@ if TYPE_CHECKING:
 STREAM_BATCH_KIND = "stream_batch"
 
 
-# The counts of a batch that add up over a run (BatchHandler.totals sums them).
-BATCH_COUNTS = ("files", "records_read", "new_versions", "unchanged", "duplicates", "quarantined")
-
-
 @dataclass
 class BatchMetadata:
     """The counts and timings of one micro-batch; ``records_read = new_versions + unchanged + duplicates + quarantined``."""
