@@ -149,6 +149,9 @@ def test_bench_soak_refuses_more_coins_than_one_file_holds(capsys):
     with pytest.raises(SystemExit):
         main(["--sections", "soak", "--soak-coins", "251"])
     assert "--soak-coins must be 1..250" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--sections", "soak", "--soak-age-logs-at", "-1"])
+    assert "--soak-age-logs-at must be 0 (never) or a batch number" in capsys.readouterr().err
 
 
 def test_soak_ages_every_delta_log_file_by_the_same_amount_keeping_their_order(tmp_path):
