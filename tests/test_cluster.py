@@ -5,7 +5,8 @@ quarantined) is processed by ``coinlake stream --trigger available-now`` with th
 emulator on: once in local mode, in the test session (``local[2]``, the same settings and code path
 as the CLI, see ``harness.stream_in_process``), and once in a subprocess with
 ``local-cluster[2,1,1024]`` (a master, two workers and two executor JVMs, each with one core,
-started by Spark on this machine). Every Delta table, the deterministic counts of
+started by Spark on this machine), the latter with ``COINLAKE_KERNEL_DRIVER_MAX_ROWS=0`` so its
+kernels run on the executors by key bucket while the local run keeps them on the driver. Every Delta table, the deterministic counts of
 ``pipeline_metadata`` and every emulator table must be equal. So nothing in a batch may depend on state only the driver process has.
 
 Evidence that the cluster run really ran on two executors: it writes a Spark event log
@@ -65,6 +66,16 @@ METADATA_COUNTS = (
     "quarantined_by_rule",
     "warned_by_rule",
 )
+
+
+def _placements(spark, layout: Layout) -> set[str]:
+    """Where each successful batch ran its kernels (``pipeline_metadata.details``)."""
+    rows = spark.read.format("delta").load(layout.table("pipeline_metadata")).collect()
+    return {
+        json.loads(r["details"])["silver"]["placement"]
+        for r in rows
+        if r["status"] == "ok" and r["details"] and "silver" in json.loads(r["details"])
+    }
 
 
 def _spark_scripts_missing() -> str | None:
@@ -198,6 +209,8 @@ def test_local_cluster_equals_local_mode(spark, tmp_path):
         CLUSTER_MASTER,
         PYSPARK_SUBMIT_ARGS=_event_log_submit_args(events),
         TMPDIR=str(scratch),  # where the run's temporary SPARK_HOME goes
+        # Above the driver threshold: the cluster runs the kernels on its executors, by key bucket.
+        COINLAKE_KERNEL_DRIVER_MAX_ROWS="0",
     )
     assert cluster_run.returncode == 0, tail(cluster_run)
     # The executors' work files (a copy of every jar each) went with the temporary SPARK_HOME.
@@ -212,6 +225,8 @@ def test_local_cluster_equals_local_mode(spark, tmp_path):
     assert added == {"0", "1"}, f"executors added: {added}; removed during the run: {removed}"
     assert ran == {"0", "1"}, f"tasks ran on: {ran}; removed during the run: {removed}"
 
+    assert _placements(spark, local) == {"driver"}
+    assert _placements(spark, cluster) == {"executors"}
     expected = _metadata_counts(spark, local)
     assert len(expected) == EXPECTED_BATCHES
     assert sum(json.loads(r)["files"] for r in expected) == files

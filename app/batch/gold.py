@@ -43,7 +43,7 @@ from app.batch.context import Stage
 from app.faults import crash_point
 from app.logs import log_event
 from app.quality.anomalies import log_return
-from app.sinks.delta.range_merge import merge_staged, stage_replacement
+from app.sinks.delta.range_merge import merge_staged
 from app.sinks.delta.touched import sql_str, sql_ts
 from app.tables import GOLD_METRICS, GOLD_OHLC, TABLES
 
@@ -243,85 +243,65 @@ def _metrics_range(days: dict[str, str], alias: str = "") -> str:
     return "(" + " OR ".join(parts) + ")"
 
 
-def _replace(
-    spark: SparkSession,
-    ctx: BatchContext,
-    table: str,
-    fresh_df: DataFrame,
-    old_df: DataFrame,
-    keys: Sequence[str],
-    target_filter: str,
-) -> int:
-    """Apply the difference ``old_df`` -> ``fresh_df`` to a gold table with ONE MERGE; returns rows written.
-
-    ``old_df`` carries a NULL ``updated_batch_id``, so every recomputed row is written (stamped with
-    this batch) and rows no longer produced are deleted: the count is the number of recomputed
-    rows, taken from the MERGE's own metrics (0 when Delta skipped an already committed batch).
-    """
-    compared = [c for c in fresh_df.columns if c not in keys]
-    staged_df = stage_replacement(fresh_df, old_df, keys, compared)
-    counts = merge_staged(
-        spark,
-        ctx.layout.table(table),
-        staged_df,
-        keys,
-        columns=fresh_df.columns,
-        update_columns=compared,
-        target_filter=target_filter,
-        app_id=ctx.app_id,
-        batch_id=ctx.batch_id,
-    )
-    return counts["insert"] + counts["update"]
-
-
 def gold_stage(ctx: BatchContext) -> dict[str, int]:
-    """Stage: recompute the touched candles (MERGE of the difference) and market days (range overwrite).
+    """Stage: write the touched candles (MERGE of the difference) and market days (range overwrite).
 
-    The two tables are written at the same time (:func:`app.batch.parallel.run_writes`). Candles
+    The kernels computed both (:mod:`app.batch.kernels.candles`, :mod:`app.batch.kernels.metrics`);
+    the two tables are written at the same time (:func:`app.batch.parallel.run_writes`). Candles
     count anomalies from the images' own z-scores, so the stage does not wait for the anomalies stage.
 
     Args:
-        ctx: the batch, with its working set.
+        ctx: the batch, with its kernel outputs.
 
     Returns:
         ``gold_ohlc_rows`` and ``gold_metrics_rows``: the recomputed rows written.
     """
-    from app.batch.derive import candle_images, image_rows, metric_rows
     from app.batch.parallel import run_writes
-    from app.sinks.delta.io import replace_range_idempotent, stable_source
+    from app.sinks.delta.io import replace_range_idempotent
 
     counts = {"gold_ohlc_rows": 0, "gold_metrics_rows": 0}
-    image = ctx.image
-    if image is not None:
-        threshold = ctx.settings.zscore_threshold
-        scored = dict(zip((True, False), ctx.scored(), strict=True))
-        images = {True: image.after_df, False: image.before_df}
-        listed = ", ".join(sql_str(c) for c in image.currencies)
+    rows = ctx.rows
+    if rows is not None:
+        listed = ", ".join(sql_str(c) for c in rows.currencies)
         ohlc_bound = (
-            f"t.vs_currency IN ({listed}) AND t.bucket_start >= date_trunc('day', {sql_ts(image.earliest)})"
+            f"t.vs_currency IN ({listed}) AND t.bucket_start >= date_trunc('day', {sql_ts(rows.earliest)})"
         )
+        candles, metrics = rows.outputs["ohlc_staged"], rows.outputs["metrics_fresh"]
+        ctx.outputs[GOLD_OHLC] = rows.outputs["ohlc_fresh"]
+        ctx.outputs[GOLD_METRICS] = metrics
 
         def write_candles(session: SparkSession) -> int:
-            both = stable_source(
-                candle_images(images, scored, image.touched_df, threshold=threshold, batch_id=ctx.batch_id)
+            # The before-image's candles carry no batch id, so every recomputed candle is written
+            # with this batch's stamp; the count comes from the MERGE's own metrics (0 when Delta
+            # skipped an already committed batch).
+            if candles.count() == 0:
+                return 0
+            staged_df = candles.spark(session)
+            written = merge_staged(
+                session,
+                ctx.layout.table(GOLD_OHLC),
+                staged_df,
+                OHLC_KEYS,
+                columns=[c for c in staged_df.columns if c != "_action"],
+                update_columns=[c for c in staged_df.columns if c != "_action" and c not in OHLC_KEYS],
+                target_filter=ohlc_bound,
+                app_id=ctx.app_id,
+                batch_id=ctx.batch_id,
+                source_ready=True,
             )
-            fresh, old = image_rows(both, True), image_rows(both, False)
-            ctx.outputs[GOLD_OHLC] = fresh
-            return _replace(session, ctx, GOLD_OHLC, fresh, old, OHLC_KEYS, ohlc_bound)
+            return written["insert"] + written["update"]
 
         def write_metrics(session: SparkSession) -> int:
             # A touched (currency, day) range is recomputed whole from the after-image, over every
             # coin: replacing the range is the whole change, so no before-image rows and no MERGE.
-            fresh = stable_source(metric_rows(image.after_df, image.first_days, batch_id=ctx.batch_id))
-            ctx.outputs[GOLD_METRICS] = fresh
             replace_range_idempotent(
-                fresh,
+                metrics.spark(session),
                 ctx.layout.table(GOLD_METRICS),
-                _metrics_range(image.first_days),
+                _metrics_range(rows.first_days),
                 app_id=ctx.app_id,
                 batch_id=ctx.batch_id,
             )
-            return fresh.count()
+            return metrics.count()
 
         results, _ = run_writes(
             ctx.spark, {"gold_ohlc_rows": write_candles, "gold_metrics_rows": write_metrics}

@@ -315,6 +315,7 @@ def apply_scd2_merge(
     *,
     app_id: str,
     batch_id: int,
+    source_ready: bool = False,
 ) -> None:
     """Run the one silver MERGE of a batch, idempotent per ``(app_id, batch_id)``.
 
@@ -325,6 +326,8 @@ def apply_scd2_merge(
         scope: target pruning bounds (every staged existing row is inside them).
         app_id: the stream's idempotence id.
         batch_id: the micro-batch id.
+        source_ready: ``staged_df`` cannot change between Delta's passes over it (a local
+            relation of the kernels' rows, or a checkpoint): it is used as it is.
     """
     from delta.tables import DeltaTable
 
@@ -334,7 +337,7 @@ def apply_scd2_merge(
     merge = (
         DeltaTable.forPath(spark, path)
         .alias("t")
-        .merge(stable_source(staged_df).alias("s"), condition)
+        .merge((staged_df if source_ready else stable_source(staged_df)).alias("s"), condition)
         .whenMatchedDelete(condition="s._action = 'delete'")
         .whenMatchedUpdate(condition="s._action IN ('insert', 'update')", set=values)
         .whenNotMatchedInsert(condition="s._action IN ('insert', 'update')", values=values)

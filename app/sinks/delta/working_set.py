@@ -210,3 +210,53 @@ def first_days(rows: list[tuple[str, str]]) -> dict[str, str]:
 def ts_text(col: str) -> F.Column:
     """A timestamp column as UTC text in ``TS_FORMAT`` (formatted by Spark: no local time zone)."""
     return F.date_format(col, TS_FORMAT)
+
+
+@dataclass(frozen=True)
+class WorkingSetReader:
+    """Reads of one batch's working set: silver at ``version``, by literal bounds only.
+
+    Attributes:
+        spark: the session.
+        path: silver.
+        version: the silver version before the batch.
+        currencies: the batch's vs currencies.
+        bound: the first read's bound on ``valid_to`` (:func:`working_set_bound`).
+        versions_needed: versions a key needs before its first touched day (W + 1).
+    """
+
+    spark: SparkSession
+    path: str
+    version: int
+    currencies: list[str]
+    bound: str
+    versions_needed: int
+
+    def first(self) -> DataFrame:
+        """The working set: every version of the currencies whose interval reaches ``bound``."""
+        from app.sinks.delta.scd2 import SILVER_COLUMNS
+
+        return read_working_set(self.spark, self.path, self.version, self.currencies, self.bound).select(
+            *SILVER_COLUMNS
+        )
+
+    def older(self, since: str) -> DataFrame:
+        """The versions ending between ``since`` and ``bound`` (a touched day before the bound)."""
+        from app.sinks.delta.scd2 import SILVER_COLUMNS
+
+        return read_working_set(
+            self.spark, self.path, self.version, self.currencies, since, until=self.bound
+        ).select(*SILVER_COLUMNS)
+
+    def missing_history(self, short: list[tuple[str, str, str]], *, bound: str) -> DataFrame:
+        """The newest older versions (ending before ``bound``) of keys with a short history.
+
+        Args:
+            short: ``(coin_id, vs_currency, need_before)`` per key.
+            bound: the working set's bound once any older day was added.
+        """
+        from app.sinks.delta.scd2 import SILVER_COLUMNS
+
+        return read_missing_history(
+            self.spark, self.path, self.version, short, versions_needed=self.versions_needed, bound=bound
+        ).select(*SILVER_COLUMNS)
