@@ -27,13 +27,13 @@ import pandas as pd
 from app.alerts.outbox import AlertOutbox
 from app.alerts.webhook import deliver_each
 from app.batch.context import Stage
+from app.batch.kernels.batch import ANOMALY_VALUE_COLUMNS
 from app.faults import crash_point
 from app.logs import log_event
-from app.quality.anomalies import ANOMALY_KEYS, ANOMALY_VALUE_COLUMNS
 from app.sinks.delta.io import append_idempotent, batch_marker, marked_commit
 from app.sinks.delta.range_merge import merge_staged
 from app.sinks.delta.touched import sql_str, sql_ts
-from app.tables import ANOMALIES
+from app.tables import ANOMALIES, TABLES
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from app.batch.frames import Rows
 
 logger = logging.getLogger(__name__)
+ANOMALY_KEYS = TABLES[ANOMALIES].keys
 
 # Alerts (log events and webhook calls) per batch; a backfill may flag thousands at once.
 MAX_ALERTS_PER_BATCH = 200

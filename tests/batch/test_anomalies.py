@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from app.batch.anomalies import anomalies_stage
-from app.quality.anomalies import detect_anomalies
+from tests.reference.anomalies_spark import detect_anomalies
 from tests.sinks.silver_builders import (
     Obs,
     make_ctx,

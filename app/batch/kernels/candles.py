@@ -1,7 +1,6 @@
 """Per-coin 1h and 1d candles of ``gold_coin_ohlc`` (pandas).
 
-Pandas twin of :func:`app.batch.gold.aggregate_coin_ohlc` and :func:`app.batch.derive.candle_rows`,
-with the same semantics. Per (coin_id, vs_currency, interval, bucket_start) of ``valid_from``:
+The engine v2 Spark versions are kept as a test oracle (``tests/reference/gold_spark.py``). Per (coin_id, vs_currency, interval, bucket_start) of ``valid_from``:
 
 * ``open``/``close`` are the first/last *non-NULL* ``current_price`` by ``valid_from``; ``high``/
   ``low`` ignore NULLs; a bucket whose prices are all NULL has NULL prices but counts its versions;

@@ -1,7 +1,7 @@
 """The insert/update/delete difference a derived table gets, and the rows of its replaced ranges.
 
-Pandas twin of :func:`app.sinks.delta.range_merge.stage_replacement` and of the range joins of
-:mod:`app.batch.derive`: a stage recomputes the rows of its replaced ranges from the after-image
+The same semantics as :func:`app.sinks.delta.range_merge.stage_replacement` (which ``verify``
+uses on Spark frames): a stage recomputes the rows of its replaced ranges from the after-image
 (*fresh*) and from the before-image (*existing*), and writes only their difference:
 
 * ``_action = 'insert'``: a key in fresh, not in existing;

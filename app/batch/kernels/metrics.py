@@ -1,8 +1,7 @@
 """Daily market metrics of ``gold_crypto_metrics`` (pandas).
 
-Pandas twin of :func:`app.batch.gold.filter_last_version_of_day`,
-:func:`app.batch.gold.aggregate_market_metrics` and :func:`app.batch.derive.metric_rows`, with the
-same semantics: per (metric_date, vs_currency, market_cap_category), from each coin's last version
+The engine v2 Spark versions are kept as a test oracle (``tests/reference/gold_spark.py``);
+the semantics: per (metric_date, vs_currency, market_cap_category), from each coin's last version
 of the UTC day. Sums, averages, max and min ignore NULLs (a sum or average of no value is NULL, a
 coin without a market cap still counts in ``num_coins``); a NULL category is its own group;
 ``metric_timestamp`` is the latest ``valid_from`` used.

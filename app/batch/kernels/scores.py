@@ -1,7 +1,6 @@
 """Price returns, rolling z-scores of both metrics, and the ``crypto_anomalies`` rows (pandas).
 
-Pandas twin of :mod:`app.quality.anomalies` and of the anomaly half of :mod:`app.batch.derive`,
-with the same semantics. Per business key, over the versions ordered by ``valid_from``:
+The engine v2 Spark versions are kept as a test oracle (``tests/reference/anomalies_spark.py``). Per business key, over the versions ordered by ``valid_from``:
 
 * ``price_return`` is ``ln(p_t / p_{t-1})`` between consecutive versions, NULL unless both prices
   are positive, and NULL when not finite (no skipping over a missing price);

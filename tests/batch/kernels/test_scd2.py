@@ -490,11 +490,11 @@ def test_pandas_kernels_equal_the_spark_implementation(spark):
     """
     from pyspark.sql import functions as F
 
-    from app.sinks.delta.scd2 import build_scd2_plan, build_touched
-    from app.sinks.delta.scd2 import select_tail as spark_select_tail
-    from app.sinks.delta.working_set import short_history_keys as spark_short_history_keys
-    from app.sinks.delta.working_set import with_after_image
     from app.tables import SILVER_DDL
+    from tests.reference.scd2_spark import build_scd2_plan, build_touched
+    from tests.reference.scd2_spark import select_tail as spark_select_tail
+    from tests.reference.working_set_spark import short_history_keys as spark_short_history_keys
+    from tests.reference.working_set_spark import with_after_image
 
     silver_cols, obs_cols = list(SILVER_COLUMNS), [*DATA_COLUMNS, "record_index"]
     schema = spark.createDataFrame([], SILVER_DDL).schema

@@ -355,7 +355,7 @@ def assert_close(actual: pd.DataFrame, expected: pd.DataFrame, keys: list[str]) 
 
 def test_score_versions_and_detect_anomalies_match_spark(spark):
     from app.batch.frames import collect
-    from app.quality import anomalies as spark_anomalies
+    from tests.reference import anomalies_spark as spark_anomalies
 
     window, min_periods, threshold = 20, 5, 2.5
     history = _random_versions(11, 250, KEYS)

@@ -15,12 +15,10 @@ from app.sinks.delta.scd2 import (
     SILVER_COLUMNS,
     MergeScope,
     apply_scd2_merge,
-    build_scd2_plan,
-    build_touched,
-    select_tail,
 )
 from app.tables import ensure_table
 from tests.helpers import T0, assert_scd2_invariants, coin_record, iso, minutes, silver_content
+from tests.reference.scd2_spark import build_scd2_plan, build_touched, select_tail
 
 FILES_DDL = "value string, source_file string"
 
