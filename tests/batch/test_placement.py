@@ -70,9 +70,10 @@ def _rows(spark, layout: Layout, name: str) -> list[tuple]:
 
 @pytest.mark.slow
 def test_driver_and_executor_placements_write_identical_tables(spark, tmp_path):
-    # In order, then a late stretch, then the next day (the first touched day reaches back before
-    # the working set's bound, so the older day is read), then late data on the first day again.
-    batches = [list(range(0, 20)), [20, 21], [5, 25], [100, 101, 102], [3, 103]]
+    # In order, then a late observation with a new one, then the next day (the first touched day
+    # reaches back before the working set's bound, so the older day is read), then late data on the
+    # first day again.
+    batches = [list(range(0, 20)), [5, 20], [100, 101], [3, 102]]
     driver, on_driver = _run(spark, tmp_path / "driver", batches)
     executors, on_executors = _run(spark, tmp_path / "executors", batches, kernel_driver_max_rows=0)
     assert (on_driver, on_executors) == ({"driver"}, {"executors"})
