@@ -385,13 +385,7 @@ class BatchHandler:
             working_set_bound(stats["min_ts"], settings.working_set_lookback_hours),
             versions_needed=settings.zscore_window + 1,
         )
-        params = KernelParams(
-            batch_id=batch_id,
-            window=settings.zscore_window,
-            min_periods=settings.zscore_min_periods,
-            threshold=settings.zscore_threshold,
-            max_collapsed=settings.max_collapsed_observations,
-        )
+        params = KernelParams.from_settings(settings, batch_id)
         obs_df = valid_df.transform(with_observation_columns).select(*OBSERVATION_COLUMNS)
         before_df = reader.first()
         room = settings.kernel_driver_max_rows - (meta.records_read - meta.quarantined)

@@ -118,13 +118,7 @@ def make_ctx(
     config = load_settings(data_dir=str(root), **settings)
     rows = None
     if touched and before is not None and after is not None:
-        params = KernelParams(
-            batch_id=batch_id,
-            window=config.zscore_window,
-            min_periods=config.zscore_min_periods,
-            threshold=config.zscore_threshold,
-            max_collapsed=config.max_collapsed_observations,
-        )
+        params = KernelParams.from_settings(config, batch_id)
         before_pd, after_pd, touched_pd = (
             collect(silver_df(spark, before)),
             collect(silver_df(spark, after)),

@@ -19,6 +19,7 @@ the keys into buckets (the executor placement) runs the same two functions and g
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -67,6 +68,18 @@ class KernelParams:
     min_periods: int
     threshold: float
     max_collapsed: int
+
+    @classmethod
+    def from_settings(cls, settings: Any, batch_id: int) -> KernelParams:
+        """The parameters of batch ``batch_id`` from :class:`app.config.Settings` (its ``zscore_*``
+        and ``max_collapsed_observations``)."""
+        return cls(
+            batch_id=batch_id,
+            window=settings.zscore_window,
+            min_periods=settings.zscore_min_periods,
+            threshold=settings.zscore_threshold,
+            max_collapsed=settings.max_collapsed_observations,
+        )
 
 
 def plan_batch(

@@ -13,6 +13,7 @@ import pytest
 from app.batch.kernels.candles import aggregate_coin_ohlc, candle_rows, explode_buckets
 from app.batch.kernels.scores import score_versions, scored_versions
 from app.tables import ANOMALIES, GOLD_OHLC, TABLES
+from tests.batch.kernels.checks import assert_close
 
 OHLC_COLUMNS = list(TABLES[GOLD_OHLC].columns)
 VERSIONS_DDL = (
@@ -229,25 +230,6 @@ def _random_image(seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _none(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
-
-
-def assert_close(actual: pd.DataFrame, expected: pd.DataFrame, keys: list[str]) -> None:
-    """Same rows and columns: doubles within 1e-9 relative (NULLs in the same places), the rest exact."""
-    assert list(actual.columns) == list(expected.columns)
-    assert len(actual) == len(expected)
-    actual = actual.sort_values(keys, kind="stable").reset_index(drop=True)
-    expected = expected.sort_values(keys, kind="stable").reset_index(drop=True)
-    for column in expected.columns:
-        got, want = actual[column], expected[column]
-        if pd.api.types.is_float_dtype(want.dtype):
-            a, b = got.to_numpy(dtype=float), want.to_numpy(dtype=float)
-            assert (np.isnan(a) == np.isnan(b)).all(), f"{column}: NULLs differ"
-            assert np.allclose(a, b, rtol=1e-9, atol=0.0, equal_nan=True), f"{column} differs"
-        else:
-            assert (
-                got.astype(object).where(got.notna(), None).tolist()
-                == want.astype(object).where(want.notna(), None).tolist()
-            ), f"{column} differs"
 
 
 def test_candle_rows_match_spark(spark):
