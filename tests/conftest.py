@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 import os
+import secrets
 
 import pytest
 
 # Tests never read a developer's .env or settings file, and never call the real CoinGecko.
 os.environ.pop("COINLAKE_SETTINGS_FILE", None)
+
+SEED_ENV = "COINLAKE_TEST_SEED"
+
+
+def pytest_configure(config):
+    """Draw the run's seed once, before xdist starts its workers (they inherit the environment)."""
+    os.environ.setdefault(SEED_ENV, str(secrets.randbelow(2**31)))
+
+
+def pytest_report_header(config):
+    seed = os.environ[SEED_ENV]
+    return f"coinlake: {SEED_ENV}={seed} (set it to replay this run's randomised tests)"
+
+
+@pytest.fixture(scope="session")
+def test_seed() -> int:
+    """The run's seed for randomised tests (the random kill -9 schedule): new every run unless
+    ``COINLAKE_TEST_SEED`` is set, printed in pytest's header; put it in assertion messages."""
+    return int(os.environ[SEED_ENV])
 
 
 @pytest.fixture(scope="session")
@@ -41,10 +61,12 @@ def simulator():
 
 
 def pytest_collection_modifyitems(items):
-    """Run the files that hold ``slow`` tests first, each file's tests still together and in order.
+    """Run the files that hold ``slow`` or ``process`` tests first, each file's tests still together and in order.
 
     With parallel workers (``./dev.sh test``) the long files then start early instead of leaving one
     worker busy alone at the end; module-scoped fixtures are still set up once per file.
     """
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
+    long_files = {
+        item.path for item in items if item.get_closest_marker("slow") or item.get_closest_marker("process")
+    }
+    items.sort(key=lambda item: item.path not in long_files)

@@ -58,6 +58,7 @@ def test_reference_run_has_several_batches_and_anomalies(reference):
     assert len(warehouse["SILVER_CRYPTO_CLEAN"]) == len(delta["silver_crypto_clean"])
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("point", _points())
 def test_crash_point_restart_matches_uninterrupted_run(point: str, reference, tmp_path: Path, spark):
     _, ref_delta, ref_warehouse, _ = reference
