@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from pathlib import Path
 
 import pytest
 
@@ -60,13 +61,35 @@ def simulator():
     handle.stop()
 
 
-def pytest_collection_modifyitems(items):
-    """Run the files that hold ``slow`` or ``process`` tests first, each file's tests still together and in order.
+# The longest files, longest first (docs/TESTING.md, "Durations"): xdist hands files out in this
+# order, so the two workers start on the longest and the short files fill in at the end.
+LONGEST_FILES = (
+    "reliability/test_random_kills.py",
+    "reliability/test_secrets.py",
+    "reliability/test_storage_faults.py",
+    "reliability/test_crash_points.py",
+    "test_pipeline_e2e.py",
+    "reliability/test_bad_input.py",
+    "test_cluster.py",
+    "reliability/test_faults.py",
+    "sinks/delta/test_scd2.py",
+    "test_cli_warehouse_reads.py",
+    "test_bench_smoke.py",
+    "reliability/test_hostile_pages.py",
+)
 
-    With parallel workers (``./dev.sh test``) the long files then start early instead of leaving one
-    worker busy alone at the end; module-scoped fixtures are still set up once per file.
+
+def pytest_collection_modifyitems(items):
+    """Run the longest files first, each file's tests still together and in order.
+
+    First the files of :data:`LONGEST_FILES` in that order, then the other files that hold ``slow``
+    or ``process`` tests, then the rest. With parallel workers (``./dev.sh test``) the long files
+    then start early instead of leaving one worker busy alone at the end; module-scoped fixtures are
+    still set up once per file.
     """
+    tests_root = Path(__file__).parent
+    rank = {tests_root / name: n for n, name in enumerate(LONGEST_FILES)}
     long_files = {
         item.path for item in items if item.get_closest_marker("slow") or item.get_closest_marker("process")
     }
-    items.sort(key=lambda item: item.path not in long_files)
+    items.sort(key=lambda item: rank.get(item.path, len(rank) + (item.path not in long_files)))
