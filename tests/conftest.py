@@ -24,6 +24,11 @@ def pytest_report_header(config):
     return f"coinlake: {SEED_ENV}={seed} (set it to replay this run's randomised tests)"
 
 
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Repeat the seed at the end (the header is hidden under ``-q``), where a failure is read."""
+    terminalreporter.write_line(f"coinlake: {SEED_ENV}={os.environ[SEED_ENV]}")
+
+
 @pytest.fixture(scope="session")
 def test_seed() -> int:
     """The run's seed for randomised tests (the random kill -9 schedule): new every run unless
