@@ -110,6 +110,7 @@ def test_bench_exits_nonzero_when_a_target_is_missed(tmp_path, monkeypatch):
     assert main(["--sections", "ingest", "--work-dir", str(tmp_path), "--ingest-coins", "10000"]) == 1
 
 
+@pytest.mark.slow
 def test_bench_soak_samples_every_batch_of_an_interval_stream(spark, tmp_path):
     from app.tables import SILVER
 

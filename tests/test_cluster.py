@@ -185,6 +185,7 @@ def test_local_cluster_conf_sizes_executors_and_keeps_work_files_out_of_pyspark(
 
 
 @pytest.mark.slow
+@pytest.mark.process
 def test_local_cluster_equals_local_mode(spark, tmp_path):
     reason = _spark_scripts_missing()
     if reason:
