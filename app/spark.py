@@ -24,6 +24,13 @@ if TYPE_CHECKING:
 
 MIN_JAVA = 17
 SCALA_VERSION = "2.13"
+# PySpark 4 wraps every Column function so that an error can name the Python line that built the
+# expression: each call asks the JVM for the active session, this setting, and sets and clears a
+# thread-local origin, five or six py4j round trips. A batch builds ~500 expressions (parsing,
+# the expectations, the derived columns), so that was ~3,000 round trips and 0.5-1 s of the
+# driver's time per batch (docs/BENCHMARKS.md, "Batch engine v3"). Errors keep their message,
+# their SQL query context and the Python traceback; only the DataFrame call site goes.
+DATAFRAME_DEBUGGING_CONF = "spark.python.sql.dataFrameDebugging.enabled"
 
 
 def delta_maven_coordinate() -> str:
@@ -112,6 +119,7 @@ def build_spark(
         # The cluster's zone is whatever its admin set; metric days, buckets and row hashes
         # (timestamps in to_json) must be UTC whatever the cluster says.
         active.conf.set("spark.sql.session.timeZone", "UTC")
+        active.conf.set(DATAFRAME_DEBUGGING_CONF, "false")
         return active
 
     major = java_major_version()
@@ -149,6 +157,7 @@ def build_spark(
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.databricks.delta.properties.defaults.enableDeletionVectors": "true",
         "spark.sql.streaming.fileSource.cleaner.numThreads": "1",
+        DATAFRAME_DEBUGGING_CONF: "false",
     }
     if cached_jars:
         # Resolved before: skip Ivy (no resolution report on every start, and faster).

@@ -184,3 +184,20 @@ def test_soak_ages_every_delta_log_file_by_the_same_amount_keeping_their_order(t
     res.logs_aged_after, res.logs_at_ageing = 10, {SILVER: 40, GOLD_METRICS: 40}
     # silver's cleanup deleted files after the ageing; gold's log only grew
     assert res.log_cleanup() == {GOLD_METRICS: (40, 80), SILVER: (40, 12)}
+
+
+def test_bare_stream_cycles_count_between_batch_ends_like_the_pipeline():
+    from bench.spark_runs import cycle_seconds
+
+    def progress(ts: str, ms: int, rows: int) -> dict:
+        return {"timestamp": ts, "durationMs": {"triggerExecution": ms}, "numInputRows": rows}
+
+    started = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+    runs = [
+        progress("2023-11-14T22:13:22.000Z", 1_500, 10),  # ends at +3.5 s: the first cycle holds the start
+        progress("2023-11-14T22:13:24.000Z", 1_000, 10),  # ends at +5.0 s: 0.5 s between triggers counts
+        progress("2023-11-14T22:13:25.500Z", 200, 0),  # no data: not a batch, its time goes to the next
+        progress("2023-11-14T22:13:26.000Z", 1_000, 10),  # ends at +7.0 s
+    ]
+    assert cycle_seconds(runs, started) == pytest.approx([3.5, 1.5, 2.0])
+    assert cycle_seconds([], started) == []

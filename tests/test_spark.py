@@ -133,6 +133,15 @@ def test_build_spark_turns_adaptive_execution_off(spark):
         spark.conf.set("spark.sql.adaptive.enabled", "false")
 
 
+def test_build_spark_turns_dataframe_call_sites_off(spark):
+    # measured: capturing each Column function's Python call site cost ~3,000 py4j round trips per
+    # batch (BENCHMARKS.md); the switch is read once per process, so the session must start with it.
+    from pyspark.errors.utils import is_debugging_enabled
+
+    assert spark.conf.get(spark_mod.DATAFRAME_DEBUGGING_CONF) == "false"
+    assert not is_debugging_enabled()
+
+
 def test_build_spark_forces_utc_on_a_reused_databricks_session(monkeypatch):
     class FakeConf:
         def __init__(self):
@@ -149,3 +158,4 @@ def test_build_spark_forces_utc_on_a_reused_databricks_session(monkeypatch):
     monkeypatch.setattr("pyspark.sql.SparkSession.getActiveSession", staticmethod(lambda: session))
     assert spark_mod.build_spark() is session
     assert session.conf.values["spark.sql.session.timeZone"] == "UTC"
+    assert session.conf.values[spark_mod.DATAFRAME_DEBUGGING_CONF] == "false"
