@@ -7,9 +7,11 @@ Sections, all in one process and one SparkSession:
   generated bronze; ratios b/a and c/a, and s/a for reference;
 * steady state: one snapshot of ``--steady-coins`` coins per batch on an empty lakehouse, a
   backfill to a large silver history, then the same batches again: p50/p95, end/start and the
-  Spark jobs each batch ran; and the silver floor's p50 over the start phase's snapshots;
+  Spark jobs each batch ran; the silver floor's and the bare stream's p50 over the start phase's
+  snapshots, and the start p50 over the bare stream's;
 * scale: a whole CoinGecko snapshot (``--scale-coins`` x ``--scale-currencies``) in ONE batch,
-  ``--scale-repeats`` times: p50 and its ratio to the steady start phase's p50;
+  ``--scale-repeats`` times: p50 and its ratio to the steady start phase's p50; then the same
+  snapshots with every batch's kernels on the executors (``kernel_driver_max_rows=0``), reported;
 * warehouse: SQL statements and round trips per batch for 10, 1,000 and 10,000 changed rows;
 * ingest: API calls per cycle for 10,000 coins and the 429s our own client caused;
 * soak (only when asked: ``--sections soak``): ``--soak-batches`` interval-trigger batches of one

@@ -134,8 +134,13 @@ def pipeline_settings(
     max_files_per_trigger: int,
     shuffle_partitions: int,
     optimize_every_batches: int | None = None,
+    kernel_driver_max_rows: int | None = None,
 ) -> Settings:
-    extra = {} if optimize_every_batches is None else {"optimize_every_batches": optimize_every_batches}
+    extra: dict[str, int] = {}
+    if optimize_every_batches is not None:
+        extra["optimize_every_batches"] = optimize_every_batches
+    if kernel_driver_max_rows is not None:
+        extra["kernel_driver_max_rows"] = kernel_driver_max_rows
     return Settings(
         data_root=layout.root,
         warehouse=warehouse,

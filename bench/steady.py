@@ -103,8 +103,12 @@ def run_snapshot_batches(
     name: str,
     shuffle_partitions: int,
     stages: Sequence[Stage] | None = None,
+    kernel_driver_max_rows: int | None = None,
 ) -> RunResult:
     """Land the series' next ``snapshots`` snapshots and run them, exactly one snapshot per batch.
+
+    ``kernel_driver_max_rows`` overrides the setting of that name (0: every batch's kernels run on
+    the executors).
 
     ``maxFilesPerTrigger`` is one snapshot's files (every page of every currency); the files of
     later snapshots are newer, and the file source takes the oldest first. No warehouse.
@@ -118,6 +122,7 @@ def run_snapshot_batches(
         warehouse="none",
         max_files_per_trigger=series.files_per_snapshot,
         shuffle_partitions=shuffle_partitions,
+        kernel_driver_max_rows=kernel_driver_max_rows,
     )
     run = run_pipeline(spark, series.layout, settings, name=name, stages=stages)
     per_snapshot = workload.records // snapshots
