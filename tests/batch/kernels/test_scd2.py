@@ -352,6 +352,145 @@ def test_short_history_keys():
     assert later_bound["coin_id"].tolist() == ["eth", "sol"]
 
 
+# --- silver is a function of the set of records, in any batching ---------------------------------
+# (were Spark tests of the engine v2 plan in tests/sinks/delta/test_scd2.py: same cases, same
+# expectations, now on the kernels the handler runs)
+
+IGNORED_BY_BATCHING = ("batch_id", "updated_batch_id", "source_file")
+
+
+def _content(silver: pd.DataFrame) -> list[tuple[Any, ...]]:
+    """Silver's rows without what depends on which batch brought a record, in key order."""
+    cols = [c for c in SILVER_COLUMNS if c not in IGNORED_BY_BATCHING]
+    ordered = silver.sort_values(["coin_id", "vs_currency", "valid_from"])[cols]
+
+    def norm(value: Any) -> Any:
+        if isinstance(value, list | np.ndarray):
+            return tuple(tuple(sorted(o.items())) for o in value)
+        return None if value is None or (not isinstance(value, str) and pd.isna(value)) else value
+
+    return [tuple(norm(v) for v in row) for row in ordered.itertuples(index=False)]
+
+
+def _by_name(files: dict[str, pd.DataFrame], batches: list[list[str]], **kw: Any) -> pd.DataFrame:
+    return _silver(*(pd.concat([files[n] for n in names], ignore_index=True) for names in batches), **kw)
+
+
+def _assert_invariants(silver: pd.DataFrame) -> None:
+    for _, versions in silver.sort_values("valid_from").groupby(["coin_id", "vs_currency"]):
+        assert versions["is_current"].tolist() == [False] * (len(versions) - 1) + [True]
+        assert versions["valid_to"].iloc[:-1].tolist() == versions["valid_from"].iloc[1:].tolist()
+        assert pd.isna(versions["valid_to"].iloc[-1])
+
+
+def test_a_late_observation_splits_a_collapsed_version_in_any_batching():
+    files = {
+        "f1": _obs({"coin": "btc", "minute": 0, "price": 1.0, "file": "f1.json"}),
+        "f3": _obs({"coin": "btc", "minute": 2, "price": 1.0, "file": "f3.json"}),  # collapses into f1's
+        "f2": _obs({"coin": "btc", "minute": 1, "price": 2.0, "file": "f2.json"}),  # arrives last
+    }
+    at_once = _by_name(files, [["f1", "f3", "f2"]])
+    assert _rows(at_once, ["valid_from", "valid_to", "current_price", "extracted_at"]) == [
+        (at(0), at(1), 1.0, at(0)),
+        (at(1), at(2), 2.0, at(1)),
+        (at(2), None, 1.0, at(2)),
+    ]
+    assert at_once["collapsed_observations"].tolist() == [[], [], []]
+    first = _by_name(files, [["f1", "f3"]])
+    assert len(first) == 1 and bool(first["is_current"][0]) and pd.isna(first["valid_to"][0])
+    assert first["collapsed_observations"][0] == [
+        {"observed_at": at(2), "extracted_at": at(2), "source_file": "f3.json"}
+    ]
+    for batches in ([["f1", "f3"], ["f2"]], [["f3"], ["f1"], ["f2"]], [["f2"], ["f3"], ["f1"]]):
+        incremental = _by_name(files, batches)
+        _assert_invariants(incremental)
+        assert _content(incremental) == _content(at_once), batches
+
+
+def test_same_instant_conflicts_resolve_by_the_set_of_records():
+    # btc at minute 10: A (= minute 0's values) fetched at 15 and 11, B fetched at 13 -> A wins
+    # (fetched 11) and collapses into minute 0; eth at 10: 10.0 fetched at 15, 11.0 at 13 -> 11.0.
+    files = {
+        "f0": _obs({"coin": "btc", "minute": 0, "price": 5.0}, {"coin": "eth", "minute": 0, "price": 9.0}),
+        "fa": _obs(
+            {"coin": "btc", "minute": 10, "price": 5.0, "fetched": 15, "file": "fa.json"},
+            {"coin": "eth", "minute": 10, "price": 10.0, "fetched": 15, "file": "fa.json"},
+        ),
+        "fb": _obs(
+            {"coin": "btc", "minute": 10, "price": 6.0, "fetched": 13, "file": "fb.json"},
+            {"coin": "eth", "minute": 10, "price": 11.0, "fetched": 13, "file": "fb.json"},
+        ),
+        "fc": _obs({"coin": "btc", "minute": 10, "price": 5.0, "fetched": 11, "file": "fc.json"}),
+    }
+    at_once = _by_name(files, [sorted(files)])
+    assert _rows(at_once, ["coin_id", "valid_from", "current_price", "is_current", "extracted_at"]) == [
+        ("btc", at(0), 5.0, True, at(0)),
+        ("eth", at(0), 9.0, False, at(0)),
+        ("eth", at(10), 11.0, True, at(13)),
+    ]
+    assert at_once["collapsed_observations"][0] == [
+        {"observed_at": at(10), "extracted_at": at(11), "source_file": "fc.json"}
+    ]
+    for order in (["f0", "fa", "fb", "fc"], ["fc", "fb", "fa", "f0"], ["fa", "f0", "fc", "fb"]):
+        incremental = _by_name(files, [[name] for name in order])
+        _assert_invariants(incremental)
+        assert _content(incremental) == _content(at_once), order
+
+
+def _flat(n: int) -> dict[str, pd.DataFrame]:
+    """``n`` fetches a minute apart of one coin whose values never change while last_updated moves."""
+    return {f"f{i}": _obs({"coin": "btc", "minute": i, "price": 1.0}) for i in range(n)}
+
+
+def test_order_independence_holds_within_the_bound():
+    files = _flat(5)  # four collapsed observations; the bound is 4
+    files["late"] = _obs({"coin": "btc", "minute": 2.5, "price": 2.0})
+    at_once = _by_name(files, [sorted(files)], max_collapsed=4)
+    assert _rows(at_once, ["valid_from", "valid_to", "current_price"]) == [
+        (at(0), at(2.5), 1.0),
+        (at(2.5), at(3), 2.0),
+        (at(3), None, 1.0),
+    ]
+    for order in (
+        ["f0", "f1", "f2", "f3", "f4", "late"],  # late after the rest
+        ["late", "f4", "f3", "f2", "f1", "f0"],
+        ["f3", "f0", "late", "f4", "f1", "f2"],
+    ):
+        assert _content(_by_name(files, [[n] for n in order], max_collapsed=4)) == _content(at_once), order
+
+
+def test_a_late_change_beyond_the_bound_resumes_the_old_values_at_the_earliest_kept_observation():
+    files = _flat(6)  # collapsed 1..5; the bound keeps 4, 5
+    files["late"] = _obs({"coin": "btc", "minute": 2.5, "price": 2.0})
+    streamed = _by_name(files, [[f"f{i}" for i in range(6)], ["late"]], max_collapsed=2)
+    at_once = _by_name(files, [sorted(files)], max_collapsed=2)
+
+    def versions(silver: pd.DataFrame) -> list[tuple[Any, ...]]:
+        cells = silver["collapsed_observations"].tolist()
+        return [
+            (*row, _times(cell))
+            for row, cell in zip(
+                _rows(silver, ["valid_from", "valid_to", "current_price"]), cells, strict=True
+            )
+        ]
+
+    # All at once: 1.0 resumes at the first observation after the late one (minute 3).
+    assert versions(at_once) == [
+        (at(0), at(2.5), 1.0, [at(1), at(2)]),
+        (at(2.5), at(3), 2.0, []),
+        (at(3), None, 1.0, [at(4), at(5)]),
+    ]
+    # The late one arriving after minute 3 was forgotten: 1.0 resumes at the earliest kept one (4).
+    assert versions(streamed) == [
+        (at(0), at(2.5), 1.0, []),
+        (at(2.5), at(4), 2.0, []),
+        (at(4), None, 1.0, [at(5)]),
+    ]
+    # The current values agree.
+    now = [s.loc[s["is_current"], ["current_price", "row_hash"]].values.tolist() for s in (streamed, at_once)]
+    assert now[0] == now[1]
+
+
 # --- equivalence with the Spark implementation ----------------------------------------------------
 
 KEYS = [(c, v) for c in ("btc", "eth", "sol") for v in ("usd", "eur")]
