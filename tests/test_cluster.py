@@ -28,6 +28,7 @@ import pyspark
 import pytest
 
 from app.paths import Layout
+from bench.scale import batch_placements
 from bench.workload import generate
 from tests.reliability.harness import (
     STREAM,
@@ -66,16 +67,6 @@ METADATA_COUNTS = (
     "quarantined_by_rule",
     "warned_by_rule",
 )
-
-
-def _placements(spark, layout: Layout) -> set[str]:
-    """Where each successful batch ran its kernels (``pipeline_metadata.details``)."""
-    rows = spark.read.format("delta").load(layout.table("pipeline_metadata")).collect()
-    return {
-        json.loads(r["details"])["silver"]["placement"]
-        for r in rows
-        if r["status"] == "ok" and r["details"] and "silver" in json.loads(r["details"])
-    }
 
 
 def _spark_scripts_missing() -> str | None:
@@ -226,8 +217,8 @@ def test_local_cluster_equals_local_mode(spark, tmp_path):
     assert added == {"0", "1"}, f"executors added: {added}; removed during the run: {removed}"
     assert ran == {"0", "1"}, f"tasks ran on: {ran}; removed during the run: {removed}"
 
-    assert _placements(spark, local) == {"driver"}
-    assert _placements(spark, cluster) == {"executors"}
+    assert set(batch_placements(spark, local)) == {"driver"}
+    assert set(batch_placements(spark, cluster)) == {"executors"}
     expected = _metadata_counts(spark, local)
     assert len(expected) == EXPECTED_BATCHES
     assert sum(json.loads(r)["files"] for r in expected) == files
