@@ -142,6 +142,19 @@ def test_build_spark_turns_dataframe_call_sites_off(spark):
     assert not is_debugging_enabled()
 
 
+def test_build_spark_keeps_only_small_arrow_frames_in_the_plan(spark):
+    # measured: a 104,000-row silver MERGE source held in the plan cost ~6 s of driver time (BENCHMARKS.md)
+    import pyarrow as pa
+
+    def logical(rows: int) -> str:
+        table = pa.table({"coin_id": [f"coin-{i:06d}" for i in range(rows)], "price": [1.5] * rows})
+        return spark.createDataFrame(table)._jdf.queryExecution().logical().toString()
+
+    assert spark.conf.get(spark_mod.ARROW_LOCAL_RELATION_CONF) == spark_mod.ARROW_LOCAL_RELATION_MAX
+    assert "LocalRelation" in logical(2_000)  # a steady batch's outputs: ~0.04 MB here
+    assert "LocalRelation" not in logical(400_000)  # ~7 MB: above the threshold
+
+
 def test_build_spark_forces_utc_on_a_reused_databricks_session(monkeypatch):
     class FakeConf:
         def __init__(self):
@@ -159,3 +172,4 @@ def test_build_spark_forces_utc_on_a_reused_databricks_session(monkeypatch):
     assert spark_mod.build_spark() is session
     assert session.conf.values["spark.sql.session.timeZone"] == "UTC"
     assert session.conf.values[spark_mod.DATAFRAME_DEBUGGING_CONF] == "false"
+    assert session.conf.values[spark_mod.ARROW_LOCAL_RELATION_CONF] == spark_mod.ARROW_LOCAL_RELATION_MAX

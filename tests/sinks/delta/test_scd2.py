@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from chispa import assert_df_equality
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
@@ -20,6 +21,7 @@ from app.batch.placement import output_schemas
 from app.quality.expectations import default_rules, split_valid_invalid
 from app.quality.parsing import parse_bronze
 from app.sinks.delta.scd2 import DEFAULT_MAX_COLLAPSED, MergeScope, apply_scd2_merge
+from app.spark import ARROW_LOCAL_RELATION_CONF
 from app.tables import ensure_table
 from tests.helpers import T0, assert_scd2_invariants, coin_record, iso, minutes, silver_content
 
@@ -90,6 +92,32 @@ def test_late_observation_is_inserted_and_neighbours_fixed(spark, tmp_path):
     metrics = DeltaTable.forPath(spark, path).history(1).first()["operationMetrics"]
     assert metrics["numTargetRowsInserted"] == "1"
     assert metrics["numTargetRowsUpdated"] == "1"
+
+
+@pytest.fixture
+def sources_as_arrow_batches(spark):
+    """Every Arrow-built frame goes in as Arrow batches (an RDD), as a large batch's sources do."""
+    before = spark.conf.get(ARROW_LOCAL_RELATION_CONF)
+    spark.conf.set(ARROW_LOCAL_RELATION_CONF, "1b")
+    yield
+    spark.conf.set(ARROW_LOCAL_RELATION_CONF, before)
+
+
+def test_a_source_above_the_local_relation_size_merges_the_same(spark, tmp_path, sources_as_arrow_batches):
+    path = str(tmp_path / "silver")
+    ensure_table(spark, "silver_crypto_clean", path)
+    first = _obs(spark, {"f1.json": [coin_record("btc", 1.0, T0), coin_record("btc", 3.0, T0 + minutes(10))]})
+    plan, _ = _apply(spark, path, first, 0)
+    source = Rows(output_schemas()["silver_staged"], pdf=plan.loc[plan["_action"] != "none"]).spark(spark)
+    assert "LocalRelation" not in source._jdf.queryExecution().logical().toString()
+    _apply(spark, path, _obs(spark, {"f2.json": [coin_record("btc", 2.0, T0 + minutes(5))]}), 1)
+
+    silver = spark.read.format("delta").load(path)
+    assert_scd2_invariants(silver)
+    rows = silver.orderBy("valid_from").collect()
+    assert [r["current_price"] for r in rows] == [1.0, 2.0, 3.0]
+    assert rows[0]["valid_to"] == rows[1]["valid_from"]
+    assert [r["updated_batch_id"] for r in rows] == [1, 1, 0]
 
 
 def test_merge_is_a_function_of_the_set_of_records(spark, tmp_path):
