@@ -137,7 +137,15 @@ class Settings(BaseSettings):
     max_files_per_trigger: int = Field(default=100, ge=1)
     """Bronze files per micro-batch."""
     bronze_lookback_days: int = Field(default=0, ge=0)
-    """Only list bronze date folders this many days back (0: all of them)."""
+    """``files`` source: only list bronze date folders this many days back (0: all of them);
+    ``listing`` source: a new checkpoint starts this many days back (0: at the first file)."""
+    bronze_source: Literal["listing", "files"] = "listing"
+    """How the stream reads bronze: ``listing`` (a trigger lists only the folders from the admission
+    window's day on; bounded checkpoint state) or ``files`` (Spark's file source: lists all of bronze
+    on every trigger and logs every file read, for storage plain Python file I/O cannot reach)."""
+    bronze_late_minutes: float = Field(default=60.0, ge=0)
+    """``listing`` source: a file landing late is still read when its fetch time (in its name) is at
+    most this many minutes older than the newest file read; older ones need ``replay --from DATE``."""
     optimize_every_batches: int = Field(default=100, ge=0)
     """Compact the Delta tables' small files (OPTIMIZE) after every N-th batch (0: never)."""
     working_set_lookback_hours: int = Field(default=6, ge=0, le=24 * 366)

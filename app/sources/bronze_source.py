@@ -1,0 +1,235 @@
+"""The bronze streaming source: a Spark Python Data Source whose cost follows what landed, not bronze's age.
+
+Spark's file source lists every ``dt=`` folder on every trigger (idle ones too) and logs every file
+it ever read in its checkpoint, so a year-old lake pays for the whole year on each trigger
+(docs/BENCHMARKS.md, section ``age``). This source (format :data:`FORMAT`) keeps an offset
+(:mod:`app.sources.bronze_offsets`) instead: a trigger lists the bronze root's ``dt=`` names and the
+folders from the admission window's day on, and the offset holds the window's keys and the batch's
+files, both bounded.
+
+Listing and reading use plain Python file I/O through :func:`app.paths.local_path`: a local root, a
+``dbfs:/`` root (the ``/dbfs`` mount) or a Unity Catalog volume (``/Volumes/...``). Other URI
+schemes (``s3://``) need ``COINLAKE_BRONZE_SOURCE=files``.
+
+Rows are ``value`` (the file's whole text, UTF-8 with malformed bytes replaced, a BOM kept) and
+``source_file`` (the file's URI as Spark's ``_metadata.file_path`` spells it), zero-byte files
+included (their ``value`` is ``""``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
+from pyspark.sql.streaming.datasource import (
+    ReadAllAvailable,
+    ReadLimit,
+    ReadMaxFiles,
+    SupportsTriggerAvailableNow,
+)
+
+from app.paths import local_path
+from app.sources.bronze_offsets import BronzeOffset, days_to_list, file_key, plan_next, split_key
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "coinlake_bronze"
+SCHEMA = "value STRING, source_file STRING"
+# Files per read task: Spark's file source packs small files about this densely (4 MB open cost
+# against 128 MB splits), so a 100-file batch keeps the same parallelism.
+FILES_PER_PARTITION = 32
+DAY_PREFIX = "dt="
+# Written into the checkpoint folder by a migration from the file source (app.sources.bronze_migration).
+SEED_FILE = "bronze_source_seed.json"
+
+
+def is_listable(bronze_root: str) -> bool:
+    """Whether plain Python file I/O reaches ``bronze_root`` (a local path, ``dbfs:/`` or a volume)."""
+    return "://" not in bronze_root and (not bronze_root.startswith(("file:", "s3:", "gs:", "abfss:")))
+
+
+def file_uri(bronze_root: str, key: str) -> str:
+    """The URI Spark's ``_metadata.file_path`` gives the file of ``key`` (``file:/x/a%20b/...``)."""
+    day, name = split_key(key)
+    path = f"{bronze_root.rstrip('/')}/{DAY_PREFIX}{day}/{name}"
+    if path.startswith("dbfs:/"):
+        return path
+    return "file:" + quote(os.path.abspath(path), safe="/:@!$&'()*+,;=-._~")
+
+
+def list_days(bronze_root: str) -> list[str]:
+    """The days (``YYYY-MM-DD``) of the ``dt=`` folders under ``bronze_root``; one directory read."""
+    root = local_path(bronze_root)
+    try:
+        entries = os.scandir(root)
+    except FileNotFoundError:
+        return []
+    with entries:
+        return sorted(
+            e.name[len(DAY_PREFIX) :] for e in entries if e.name.startswith(DAY_PREFIX) and e.is_dir()
+        )
+
+
+def list_day(bronze_root: str, day: str) -> list[str]:
+    """Keys of the bronze files of ``dt=<day>``: ``*.json``, not dot- or underscore-prefixed (temp files)."""
+    try:
+        entries = os.scandir(os.path.join(local_path(bronze_root), f"{DAY_PREFIX}{day}"))
+    except FileNotFoundError:
+        return []
+    with entries:
+        return [
+            file_key(day, e.name)
+            for e in entries
+            if e.name.endswith(".json") and not e.name.startswith((".", "_")) and e.is_file()
+        ]
+
+
+def list_unread(
+    bronze_root: str, start: BronzeOffset, *, enough: int | None, only: frozenset[str] | None = None
+) -> list[str]:
+    """Unread keys (:meth:`BronzeOffset.is_unread`) from ``start.lb``'s day on, in key order.
+
+    Folders are listed in day order and the listing stops after the folder that brings the count
+    above ``enough`` (later folders only hold greater keys), so a backlog of a year costs one
+    folder per batch, not the year.
+
+    Args:
+        bronze_root: ``Layout.bronze_root``.
+        start: the offset of the trigger.
+        enough: stop once more than this many are found; None lists every folder.
+        only: keep only these keys (the snapshot of an available-now run).
+    """
+    found: list[str] = []
+    for day in days_to_list(start, list_days(bronze_root)):
+        found.extend(
+            sorted(
+                k for k in list_day(bronze_root, day) if start.is_unread(k) and (only is None or k in only)
+            )
+        )
+        if enough is not None and len(found) > enough:
+            break
+    return found
+
+
+class BronzePartition(InputPartition):
+    """The files one read task reads: ``(local path, URI)`` pairs."""
+
+    def __init__(self, files: list[tuple[str, str]]) -> None:
+        super().__init__(files)
+        self.files = files
+
+
+def batch_offset_files(offset_json: dict[str, Any]) -> list[str]:
+    """The URIs of the files of the batch that ends at ``offset_json`` (an offset of this source)."""
+    root = str(offset_json.get("root", ""))
+    return [file_uri(root, k) for k in BronzeOffset.from_json(offset_json).batch]
+
+
+def read_files(files: Sequence[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+    """``(text, uri)`` per file: the whole file decoded as UTF-8 (bad bytes replaced), ``""`` when empty."""
+    for path, uri in files:
+        with open(path, "rb") as fh:
+            yield fh.read().decode("utf-8", errors="replace"), uri
+
+
+class BronzeStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
+    """Offsets, planning and reading of :class:`BronzeDataSource` (runs in Spark's Python workers)."""
+
+    def __init__(self, options: Mapping[str, str]) -> None:
+        opts = {str(k).lower(): str(v) for k, v in options.items()}  # Spark's options ignore case
+        self.root = opts["path"]
+        self.max_files = int(opts.get("maxfilespertrigger", "100"))
+        self.late_minutes = float(opts.get("lateminutes", "60"))
+        self.start_key = opts.get("startkey", "")
+        self.seed = opts.get("seedfile", "")
+        self.available_now = False
+        self.snapshot: frozenset[str] | None = None  # the files of an available-now run
+
+    def initialOffset(self) -> dict[str, Any]:  # noqa: N802 - Spark's API
+        """A new checkpoint starts at ``startKey``, or at a migration's seed when there is one."""
+        if self.seed and os.path.exists(local_path(self.seed)):
+            with open(local_path(self.seed), encoding="utf-8") as fh:
+                return self._json(BronzeOffset.from_json(json.load(fh)))
+        return self._json(BronzeOffset.starting_at(self.start_key))
+
+    def getDefaultReadLimit(self) -> ReadLimit:  # noqa: N802 - Spark's API
+        """``maxFilesPerTrigger`` files per batch."""
+        return ReadMaxFiles(self.max_files)
+
+    def prepareForTriggerAvailableNow(self) -> None:  # noqa: N802 - Spark's API
+        """Read only the files present now: the first listing of the run becomes its snapshot."""
+        self.available_now = True
+
+    def latestOffset(self, start: dict[str, Any], limit: ReadLimit) -> dict[str, Any]:  # noqa: N802
+        """The offset ending the next batch: the smallest unread keys, at most the limit's files."""
+        began = time.monotonic()
+        offset = BronzeOffset.from_json(start)
+        max_files = limit.max_files if isinstance(limit, ReadMaxFiles) else None
+        if isinstance(limit, ReadAllAvailable):
+            max_files = None
+        if self.available_now and self.snapshot is None:
+            self.snapshot = frozenset(list_unread(self.root, offset, enough=None))
+        unread = list_unread(self.root, offset, enough=max_files, only=self.snapshot)
+        end = plan_next(offset, unread, max_files=max_files, late_minutes=self.late_minutes)
+        logger.debug(
+            "bronze.listed unread=%d batch=%d seconds=%.3f",
+            len(unread),
+            len(end.batch),
+            time.monotonic() - began,
+        )
+        return start if end is offset else self._json(end)
+
+    def partitions(self, start: dict[str, Any], end: dict[str, Any]) -> Sequence[InputPartition]:
+        """The batch's files (from the end offset, so a re-run reads the same ones), in read tasks."""
+        if start == end:
+            return []
+        keys = BronzeOffset.from_json(end).batch
+        files = [(self._local(k), file_uri(self.root, k)) for k in keys]
+        return [
+            BronzePartition(files[i : i + FILES_PER_PARTITION])
+            for i in range(0, len(files), FILES_PER_PARTITION)
+        ]
+
+    def read(self, partition: InputPartition) -> Iterator[tuple[str, str]]:
+        """The rows of one read task."""
+        assert isinstance(partition, BronzePartition)
+        return read_files(partition.files)
+
+    def commit(self, end: dict[str, Any]) -> None:
+        """Nothing to release: the offset is the whole state."""
+
+    def _json(self, offset: BronzeOffset) -> dict[str, Any]:
+        # The root rides along so the checkpoint alone names a batch's files (batch_offset_files).
+        return {**offset.to_json(), "root": self.root}
+
+    def _local(self, key: str) -> str:
+        day, name = split_key(key)
+        return os.path.join(local_path(self.root), f"{DAY_PREFIX}{day}", name)
+
+
+class BronzeDataSource(DataSource):
+    """``spark.readStream.format("coinlake_bronze").option("path", bronze_root)``.
+
+    Options: ``path`` (``Layout.bronze_root``), ``maxFilesPerTrigger``, ``lateMinutes`` (the
+    admission window), ``startKey`` (where a new checkpoint starts: ``""`` all of bronze,
+    ``YYYY-MM-DD/`` a day) and ``seedFile`` (a migrated checkpoint's first offset).
+    """
+
+    @classmethod
+    def name(cls) -> str:
+        """The format name."""
+        return FORMAT
+
+    def schema(self) -> str:
+        """``value STRING, source_file STRING``."""
+        return SCHEMA
+
+    def streamReader(self, schema: Any) -> DataSourceStreamReader:  # noqa: N802 - Spark's API
+        """The reader of this source."""
+        return BronzeStreamReader(self.options)

@@ -1,0 +1,146 @@
+"""The listing source's offsets and file choice: pure functions, plus the folder listing on tmp_path."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from app.sources.bronze_offsets import (
+    BronzeOffset,
+    day_key,
+    key_time,
+    plan_next,
+    seed_offset,
+    window_start,
+)
+from app.sources.bronze_source import file_uri, list_unread
+from app.sources.landing import bronze_file_name
+
+T0 = datetime(2026, 3, 1, 23, 0, tzinfo=UTC)
+
+
+def key(minute: float, currency: str = "usd", run: str = "run1") -> str:
+    """The key of a landing file fetched ``minute`` minutes after T0."""
+    at = T0 + timedelta(minutes=minute)
+    return f"{at.date().isoformat()}/{bronze_file_name(at, currency, 1, run)}"
+
+
+def run_triggers(listings, *, max_files=2, late_minutes=30.0, start=None):
+    """Plan one trigger per listing; returns the offsets and every batch."""
+    offset = start or BronzeOffset()
+    batches = []
+    for listed in listings:
+        end = plan_next(offset, listed, max_files=max_files, late_minutes=late_minutes)
+        if end is not offset:
+            batches.append(list(end.batch))
+            offset = BronzeOffset.from_json(
+                json.loads(json.dumps(end.to_json()))
+            )  # as the checkpoint keeps it
+    return offset, batches
+
+
+def test_plan_next_reads_the_smallest_unread_keys_first_and_nothing_when_idle():
+    files = [key(m) for m in (3, 0, 2, 1, 4)]
+    offset, batches = run_triggers([files, files, files, files])
+    assert batches == [[key(0), key(1)], [key(2), key(3)], [key(4)]]
+    assert offset.hw == key(4) and offset.seq == 3
+    assert plan_next(offset, files, max_files=2, late_minutes=30) is offset  # idle: the same offset
+    everything = plan_next(BronzeOffset(), files, max_files=None, late_minutes=30)
+    assert everything.batch == tuple(sorted(files))  # ReadAllAvailable: no limit
+
+
+def test_a_late_file_inside_the_window_is_read_once_and_one_below_it_is_not():
+    files = [key(m) for m in range(0, 60, 10)]  # 0 .. 50 minutes
+    offset, _ = run_triggers([files], max_files=None)
+    assert offset.lb == window_start(key(50), 30) and key(19.9) < offset.lb <= key(20)  # 30 min before
+    late = key(35, run="slowclk")  # a second ingester whose clock is 15 minutes behind
+    too_late = key(15, run="restored")  # 35 minutes older than the newest file read
+    offset, batches = run_triggers([[*files, late, too_late]] * 3, start=offset, max_files=None)
+    assert batches == [[late]]  # once, and never the one below the window
+    assert late in offset.seen and too_late not in offset.seen
+
+
+def test_the_window_never_moves_past_a_file_known_to_be_unread():
+    # 1 file per trigger; a late file appears below hw while newer files wait behind it
+    first, _ = run_triggers([[key(0), key(100)]], max_files=1)
+    assert first.hw == key(0)
+    late = key(1)
+    offset, batches = run_triggers([[key(0), key(100), late, key(200)]] * 4, start=first, max_files=1)
+    assert batches == [[late], [key(100)], [key(200)]]
+
+
+def test_the_window_bound_never_moves_back_when_a_hand_placed_name_is_read():
+    day = T0.date().isoformat()
+    offset, _ = run_triggers([[key(30)]], max_files=None)
+    lb = offset.lb
+    hand = f"{day}/zz_restored.json"  # no stamp: it stands for its day's midnight
+    assert key_time(hand) < key_time(key(30))
+    offset, _ = run_triggers([[key(30), hand]], start=offset, max_files=None)
+    assert offset.hw == hand and offset.lb == lb
+
+
+def test_the_offset_stays_bounded_over_many_batches():
+    files = [key(m) for m in range(0, 3000)]  # one file a minute for two days
+    offset = BronzeOffset()
+    sizes = []
+    for i in range(0, len(files), 10):
+        offset = plan_next(offset, files[: i + 10], max_files=10, late_minutes=30)
+        sizes.append(len(json.dumps(offset.to_json())))
+    assert len(offset.seen) <= 31  # the files of the last 30 minutes (and the newest)
+    assert max(sizes[50:]) < 1.1 * min(sizes[50:])  # flat, not growing with the batches
+
+
+def test_offset_json_round_trips_and_another_sources_offset_is_refused():
+    offset = plan_next(BronzeOffset(), [key(0), key(1)], max_files=None, late_minutes=30)
+    assert BronzeOffset.from_json(json.loads(json.dumps(offset.to_json()))) == offset
+    with pytest.raises(ValueError, match="not a bronze source offset"):
+        BronzeOffset.from_json({"logOffset": 12})
+
+
+def test_starting_at_a_day_reads_that_day_and_later_only():
+    offset = BronzeOffset.starting_at(day_key(T0.date() + timedelta(days=1)))
+    end = plan_next(offset, [key(0), key(59), key(61)], max_files=None, late_minutes=30)
+    assert end.batch == (key(61),)  # key(59) is 23:59 on T0's day, key(61) the next day
+
+
+def test_seed_offset_continues_after_the_committed_files_without_skipping_any():
+    committed = [key(m) for m in (0, 1, 3, 4)]
+    uncommitted = key(2)  # planned by the old checkpoint's last batch, never committed
+    waiting = key(5)
+    seed = seed_offset(committed, [*committed, uncommitted, waiting], late_minutes=1)
+    assert seed.hw == key(4) and seed.lb == uncommitted
+    _, batches = run_triggers([[*committed, uncommitted, waiting]] * 2, start=seed, max_files=None)
+    assert batches == [[uncommitted, waiting]]
+    assert seed_offset([], [key(0)], late_minutes=1, start_key="x") == BronzeOffset.starting_at("x")
+    lookback = day_key(T0.date() + timedelta(days=1))
+    seed = seed_offset([key(70)], [key(0), key(70)], late_minutes=1, start_key=lookback)
+    assert seed.lb > key(0)  # a file before the lookback stays unread, as the old glob left it
+
+
+def test_list_unread_lists_from_the_windows_day_and_stops_once_it_has_enough(tmp_path: Path):
+    root = tmp_path / "bronze"
+    for day in ("2026-03-01", "2026-03-02", "2026-03-03"):
+        folder = root / f"dt={day}"
+        folder.mkdir(parents=True)
+        for name in ("a.json", "b.json", ".c.json.tmp", "notes.txt"):
+            (folder / name).write_text("{}")
+    (root / "dt=2026-03-02" / "_hidden.json").write_text("{}")
+    start = BronzeOffset(
+        hw="2026-03-02/a.json", lb="2026-03-02/a.json", seen=frozenset({"2026-03-02/a.json"})
+    )
+    assert list_unread(str(root), start, enough=None) == [
+        "2026-03-02/b.json",
+        "2026-03-03/a.json",
+        "2026-03-03/b.json",
+    ]
+    assert list_unread(str(root), start, enough=0) == ["2026-03-02/b.json"]  # one folder was enough
+    only = frozenset({"2026-03-03/b.json"})
+    assert list_unread(str(root), start, enough=None, only=only) == ["2026-03-03/b.json"]
+    assert list_unread(str(tmp_path / "missing"), start, enough=None) == []
+    assert file_uri(str(tmp_path / "a b"), "2026-03-02/x.json") == (
+        "file:" + str(tmp_path).replace(" ", "%20") + "/a%20b/dt=2026-03-02/x.json"
+    )
+    assert file_uri("dbfs:/lake/bronze", "2026-03-02/x.json") == "dbfs:/lake/bronze/dt=2026-03-02/x.json"
