@@ -124,6 +124,10 @@ def start_stream(
     replay passes its own folder. ``bronze_days`` lists only those ``dt=`` folders (a replay from
     a day); by default the lookback setting decides.
     """
+    from app.sinks.delta.maintenance import maintenance_conf
+
+    for key, value in maintenance_conf(settings).items():  # the tables' retention and checkpoint interval
+        spark.conf.set(key, value)
     handler.prepare(spark)  # every table the batches write, once, before the first batch
     checkpoint = checkpoint or layout.checkpoint(STREAM_QUERY_NAME)
     seed_file = prepare_checkpoint(settings, layout, checkpoint, bronze_days=bronze_days)
