@@ -1,11 +1,12 @@
 """The bronze read side: explicit schemas of the page envelope and of a record, and the stream reader.
 
 Each bronze file is one JSON page (docs/DESIGN.md, section 1). The stream reads every file as one
-whole text value (``text`` with ``wholetext``) and parses it afterwards with :data:`ENVELOPE_DDL`
+whole text value (the listing source of :mod:`app.sources.bronze_source` by default, or Spark's
+``text`` source with ``wholetext``) and parses it afterwards with :data:`ENVELOPE_DDL`
 through ``from_json``: a file that is not JSON, is truncated or has a malformed envelope keeps its
 raw text and lands in quarantine with a reason instead of being dropped by a JSON reader.
 
-Spark's file scan skips zero-byte files whatever the format (``text`` and ``binaryFile`` alike: they
+The listing source reads zero-byte files as ``""`` itself. Spark's file scan skips them whatever the format (``text`` and ``binaryFile`` alike: they
 are listed and counted in a batch, never read), so :func:`with_empty_files` adds an empty-text row
 for each of them; the parser names it ``file is empty`` and it is quarantined like any other
 unusable file.
