@@ -265,3 +265,87 @@ def soak(spark: SparkSession, args: argparse.Namespace, work: str, report: Repor
     if SILVER in cleanup and res.batches - res.logs_aged_after >= 10:  # silver checkpoints every 10 commits
         then, lowest = cleanup[SILVER]
         report.check("soak silver log files after cleanup", lowest, f"< {then} (aged)", lowest < then)
+
+
+TARGET_IDLE_TRIGGER_SECONDS = 0.5
+TARGET_FRESHNESS_RATIO = 1.2
+TARGET_CHECKPOINT_KB_PER_100 = 10.0
+
+
+def age(spark: SparkSession, args: argparse.Namespace, work: str, report: Report) -> None:
+    """Idle trigger, freshness and checkpoint growth on an old lake: the file source (before) and
+    the listing source (after), in the same run (bench/age.py)."""
+    from bench.age import checkpoint_growth, freshness, idle_triggers
+    from bench.spark_runs import p50
+
+    sizes = [int(s) for s in args.age_sizes.split(",") if s.strip()]
+    results: dict[str, object] = {"sizes": sizes, "idle": [], "growth": {}, "freshness": {}}
+    report.line(
+        f"Age: idle triggers ({args.age_triggers} each; file source up to {args.age_before_max:,} files):"
+    )
+    for files in sizes:
+        for source in ("files", "listing"):
+            if source == "files" and files > args.age_before_max:
+                continue
+            res = idle_triggers(
+                spark,
+                os.path.join(work, "age", f"lake_{files}"),
+                files,
+                source=source,
+                triggers=args.age_triggers,
+            )
+            results["idle"].append(asdict(res))  # type: ignore[attr-defined]
+            trigger, listing = p50(res.trigger_s), p50(res.listing_s)
+            report.line(
+                f"  {source:<8} {files:>9,} files processed: idle trigger p50 {trigger:.3f} s (listing {listing:.3f} s)"
+            )
+            name = f"age idle trigger {source} {f'{files // 1000}k' if files >= 1000 else files}"
+            if source == "listing":
+                report.at_most(name, trigger, TARGET_IDLE_TRIGGER_SECONDS)
+            else:
+                report.check(f"{name} (before)", trigger)
+    for source in ("files", "listing"):
+        before, after, per_100 = checkpoint_growth(
+            spark,
+            os.path.join(work, "age", "growth"),
+            source=source,
+            batches=args.age_growth_batches,
+            warmup=args.age_growth_warmup,
+        )
+        results["growth"][source] = {
+            "bytes_after_warmup": before,
+            "bytes_at_end": after,
+            "kb_per_100": per_100 / 1024,
+        }  # type: ignore[index]
+        report.line(
+            f"  checkpoint {source:<8} {before:,} -> {after:,} bytes over batches "
+            f"{args.age_growth_warmup}..{args.age_growth_batches}: {per_100 / 1024:+.2f} KB per 100 batches"
+        )
+        name = f"age checkpoint KB/100 {source}"
+        if source == "listing":
+            report.at_most(name, per_100 / 1024, TARGET_CHECKPOINT_KB_PER_100)
+        else:
+            report.check(f"{name} (before)", per_100 / 1024)
+    if args.age_freshness:
+        aged = max(sizes)
+        fresh = freshness(
+            spark,
+            os.path.join(work, "age", "fresh"),
+            processed=0,
+            coins=args.age_coins,
+            shuffle_partitions=args.shuffle_partitions,
+        )
+        old = freshness(
+            spark,
+            os.path.join(work, "age", "old"),
+            processed=aged,
+            coins=args.age_coins,
+            shuffle_partitions=args.shuffle_partitions,
+        )
+        results["freshness"] = {"fresh_s": fresh, "aged_s": old, "aged_files": aged}
+        report.line(
+            f"  freshness ({args.age_coins:,} records landed -> batch done): fresh lake {fresh:.2f} s, "
+            f"{aged:,} files processed {old:.2f} s"
+        )
+        report.at_most("age freshness aged/fresh", old / fresh, TARGET_FRESHNESS_RATIO)
+    report.results["age"] = results
