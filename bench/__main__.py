@@ -110,10 +110,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--age-triggers", type=int, default=5, help="age: idle triggers measured per size")
     p.add_argument(
-        "--age-growth-batches", type=int, default=300, help="age: one-file batches for checkpoint growth"
+        "--age-growth-batches",
+        type=int,
+        default=300,
+        help="age: one-file batches for checkpoint growth (0: skip)",
     )
-    p.add_argument("--age-growth-warmup", type=int, default=110, help="age: batches before the first size")
+    p.add_argument(
+        "--age-growth-warmup",
+        type=int,
+        default=170,
+        help="age: batches before the first checkpoint size: Spark keeps the last 100 batches' offsets and "
+        "commits, and the listing source's offset grows until its window holds COINLAKE_BRONZE_LATE_MINUTES "
+        "(60) of the one-a-minute files, so its size is steady from batch 160 on",
+    )
     p.add_argument("--age-coins", type=int, default=1000, help="age: records of the freshness snapshot")
+    p.add_argument("--age-snapshots", type=int, default=3, help="age: measured snapshots per lake (p50)")
     p.add_argument(
         "--age-no-freshness", dest="age_freshness", action="store_false", help="age: skip the pipeline runs"
     )
@@ -157,8 +168,14 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> se
         )
     if min(args.scale_coins, args.scale_repeats) < 1:
         parser.error("--scale-coins and --scale-repeats must be positive")
-    if args.age_growth_batches <= args.age_growth_warmup or args.age_triggers < 1:
-        parser.error("--age-growth-batches must exceed --age-growth-warmup; --age-triggers positive")
+    if (
+        0 < args.age_growth_batches <= args.age_growth_warmup
+        or min(args.age_triggers, args.age_snapshots) < 1
+    ):
+        parser.error(
+            "--age-growth-batches must be 0 (skip) or exceed --age-growth-warmup; "
+            "--age-triggers and --age-snapshots positive"
+        )
     if args.soak_age_logs_at < 0:
         parser.error("--soak-age-logs-at must be 0 (never) or a batch number")
     if not 1 <= args.soak_coins <= 250 or min(args.soak_batches, args.soak_sample_every) < 1:
@@ -176,7 +193,7 @@ def _smoke(args: argparse.Namespace) -> None:
     args.soak_coins, args.soak_batches, args.soak_sample_every, args.soak_warmup = 5, 3, 1, 1
     args.soak_age_logs_at = 2
     args.age_sizes, args.age_before_max, args.age_triggers = "0,200", 200, 2
-    args.age_growth_batches, args.age_growth_warmup, args.age_coins = 12, 4, 20
+    args.age_growth_batches, args.age_growth_warmup, args.age_coins, args.age_snapshots = 12, 4, 20, 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -194,9 +194,10 @@ def _tree_bytes(path: str) -> int:
 
 
 def freshness(
-    spark: SparkSession, root: str, *, processed: int, coins: int, shuffle_partitions: int
-) -> float:
-    """Seconds from a new ``coins``-record page landing to its batch's end, over ``processed`` old files."""
+    spark: SparkSession, root: str, *, processed: int, coins: int, shuffle_partitions: int, snapshots: int = 3
+) -> list[float]:
+    """Seconds from a new ``coins``-record snapshot landing to its batch's end, over ``processed`` old
+    files: one per snapshot after a warm-up one."""
     from app.batch.handler import BatchHandler
     from app.config import load_settings
     from app.stream import default_stages, start_stream
@@ -226,8 +227,8 @@ def freshness(
     )
     query = start_stream(spark, settings, layout, handler, trigger="interval", every="1s")
     try:
-        landed = 0.0
-        for cycle in range(2):  # a warm-up snapshot, then the measured one
+        seconds = []
+        for cycle in range(snapshots + 1):  # a warm-up snapshot, then the measured ones
             time.sleep(2.0)  # let an idle trigger pass first
             landed = time.monotonic()
             generate(layout, coins=coins, snapshots=1, start=last + timedelta(hours=1), first_cycle=cycle)
@@ -240,6 +241,8 @@ def freshness(
                     raise RuntimeError("age: the snapshot was not read within 900 s")
             if query.exception() is not None:
                 raise RuntimeError(f"age: the pipeline failed: {query.exception()}")
-        return done[-1][0] - landed
+            if cycle:
+                seconds.append(done[-1][0] - landed)
+        return seconds
     finally:
         query.stop()
