@@ -2,6 +2,8 @@
 # Set up the project (virtualenv + install) if needed, then run one of:
 #   ./dev.sh demo [--fresh]     the whole pipeline offline on the embedded defaults
 #   ./dev.sh test [pytest args] ruff check, ruff format --check, mypy app, then the whole test suite (what CI runs)
+#   ./dev.sh test --quick [...] the same checks, then every test but the slow and process ones (<= 5 min target)
+#   ./dev.sh test --torture [...] the whole suite with 10 random kill -9s instead of 3 (COINLAKE_TEST_KILLS)
 #   ./dev.sh setup              only set up
 # Needs Python 3.11-3.14 (the newest found is used; PYTHON=... overrides) and Java 17+. Delta jars come from Maven Central on the first Spark start.
 set -euo pipefail
@@ -73,6 +75,14 @@ case "$cmd" in
   setup) setup ;;
   demo) setup; exec "$VENV/bin/coinlake" demo "$@" ;;
   test)
+    # Tiers (docs/TESTING.md): --quick leaves out the tests marked slow (long end-to-end, soak) or
+    # process (their own JVM: kill -9, crash points, SIGTERM, the CLI lifecycle, local-cluster);
+    # --torture makes more random kills (COINLAKE_TEST_KILLS, default 10; CI makes 3).
+    tier=ci
+    case "${1:-}" in
+      --quick) tier=quick; shift ;;
+      --torture) tier=torture; shift ;;
+    esac
     setup; ensure_chromium
     # Lint, format and types first: they take seconds, the suite takes minutes.
     "$VENV/bin/ruff" check .
@@ -80,10 +90,18 @@ case "$cmd" in
     "$VENV/bin/mypy" app
     # Resolve the Delta jars once before the workers start (they would race on the Ivy cache).
     "$VENV/bin/python" -c 'from app.spark import resolve_jars; resolve_jars()'
+    # One seed for the whole run (every worker): randomised tests use it; printed so a failure replays.
+    export COINLAKE_TEST_SEED="${COINLAKE_TEST_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}"
+    echo "dev.sh: test tier $tier, COINLAKE_TEST_SEED=$COINLAKE_TEST_SEED" >&2
+    tier_args=()
+    case "$tier" in
+      quick) tier_args=(-m "not slow and not process") ;;
+      torture) export COINLAKE_TEST_KILLS="${COINLAKE_TEST_KILLS:-10}" ;;
+    esac
     # Two workers, one test file each at a time (module fixtures stay in one process), files
     # handed out in collection order (tests/conftest.py puts the slow ones first) instead of
     # largest-first; COINLAKE_TEST_WORKERS=0 (or passing -n 0) runs everything in this process.
     exec "$VENV/bin/python" -m pytest -n "${COINLAKE_TEST_WORKERS:-2}" --dist loadfile \
-      --no-loadscope-reorder "$@" ;;
-  *) sed -n '2,7p' "$0"; exit 2 ;;
+      --no-loadscope-reorder ${tier_args[@]+"${tier_args[@]}"} "$@" ;;
+  *) sed -n '2,9p' "$0"; exit 2 ;;
 esac

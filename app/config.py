@@ -163,6 +163,9 @@ class Settings(BaseSettings):
     max_collapsed_observations: int = Field(default=240, ge=1)
     """Most observations a silver version keeps in ``collapsed_observations`` (its latest ones):
     the bound on the array of a coin whose values never change while ``last_updated`` moves."""
+    kernel_driver_max_rows: int = Field(default=400_000, ge=0)
+    """Largest batch plus working set (rows) whose kernels run on the driver, collected once as
+    Arrow; above it they run on the executors, by hash bucket of the key (0: always there)."""
     zscore_window: int = Field(default=60, ge=2)
     """Anomaly detector: number of previous observations in the window (W)."""
     zscore_min_periods: int = Field(default=20, ge=2)

@@ -24,6 +24,22 @@ if TYPE_CHECKING:
 
 MIN_JAVA = 17
 SCALA_VERSION = "2.13"
+# PySpark 4 wraps every Column function so that an error can name the Python line that built the
+# expression: each call asks the JVM for the active session, this setting, and sets and clears a
+# thread-local origin, five or six py4j round trips. A batch builds ~500 expressions (parsing,
+# the expectations, the derived columns), so that was ~3,000 round trips and 0.5-1 s of the
+# driver's time per batch (docs/BENCHMARKS.md, "Batch engine v3"). Errors keep their message,
+# their SQL query context and the Python traceback; only the DataFrame call site goes.
+DATAFRAME_DEBUGGING_CONF = "spark.python.sql.dataFrameDebugging.enabled"
+# A kernel output becomes a Spark frame through ``createDataFrame`` of an Arrow table. Below this
+# size Spark makes it a LocalRelation, rows held in the plan: right for a steady batch (no job to
+# read it). A 51,000-record batch stages ~104,000 silver rows, and with them in the plan its silver
+# MERGE spent ~6 s on the driver between jobs; above the threshold the rows go in as Arrow
+# batches (an RDD), and that MERGE took 14-16 s instead of 21-23 s (docs/BENCHMARKS.md).
+ARROW_LOCAL_RELATION_CONF = "spark.sql.execution.arrow.localRelationThreshold"
+ARROW_LOCAL_RELATION_MAX = "4m"
+# Session settings coinlake needs on its own session and on a reused (Databricks) one.
+SESSION_CONF = {DATAFRAME_DEBUGGING_CONF: "false", ARROW_LOCAL_RELATION_CONF: ARROW_LOCAL_RELATION_MAX}
 
 
 def delta_maven_coordinate() -> str:
@@ -112,6 +128,8 @@ def build_spark(
         # The cluster's zone is whatever its admin set; metric days, buckets and row hashes
         # (timestamps in to_json) must be UTC whatever the cluster says.
         active.conf.set("spark.sql.session.timeZone", "UTC")
+        for key, value in SESSION_CONF.items():
+            active.conf.set(key, value)
         return active
 
     major = java_major_version()
@@ -149,6 +167,7 @@ def build_spark(
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.databricks.delta.properties.defaults.enableDeletionVectors": "true",
         "spark.sql.streaming.fileSource.cleaner.numThreads": "1",
+        **SESSION_CONF,
     }
     if cached_jars:
         # Resolved before: skip Ivy (no resolution report on every start, and faster).

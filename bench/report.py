@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+# The width of the table's name column.
+NAME_WIDTH = 34
+
 
 @dataclass
 class Check:
@@ -28,7 +31,13 @@ class Report:
         self.lines.append(text)
 
     def check(self, name: str, value: float, target: str = "-", ok: bool = True) -> None:
-        """Add a check; without ``target`` and ``ok`` it is reported only."""
+        """Add a check; without ``target`` and ``ok`` it is reported only.
+
+        Raises:
+            ValueError: ``name`` is wider than the table's name column (it would shift the row).
+        """
+        if len(name) > NAME_WIDTH:
+            raise ValueError(f"bench check name {name!r} is longer than {NAME_WIDTH} characters")
         self.checks.append(Check(name, float(value), target, ok))
 
     def at_most(self, name: str, value: float, limit: float) -> None:
@@ -44,9 +53,11 @@ class Report:
         return [c.name for c in self.checks if not c.ok]
 
     def table(self) -> str:
-        rows = [f"{'check':<34} {'value':>14}  {'target':<20} result"]
+        rows = [f"{'check':<{NAME_WIDTH}} {'value':>14}  {'target':<20} result"]
         for c in self.checks:
-            rows.append(f"{c.name:<34} {fmt(c.value):>14}  {c.target:<20} {'ok' if c.ok else 'MISSED'}")
+            rows.append(
+                f"{c.name:<{NAME_WIDTH}} {fmt(c.value):>14}  {c.target:<20} {'ok' if c.ok else 'MISSED'}"
+            )
         return "\n".join(rows)
 
     def to_json(self) -> dict[str, object]:

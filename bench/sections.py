@@ -10,6 +10,7 @@ import json
 import math
 import os
 import shutil
+from collections import Counter
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 TARGET_B_OVER_A = 0.5
 TARGET_C_OVER_A = 0.4
-TARGET_P50_SECONDS = 5.0
+TARGET_OVER_BARE = 2.0
 TARGET_END_OVER_START = 1.5
 TARGET_JOBS_PER_BATCH = 30
 TARGET_SCALE_RATIO = 3.0
@@ -107,6 +108,8 @@ def steady(spark: SparkSession, args: argparse.Namespace, work: str, report: Rep
         p95_end=st.p95_end,
         end_over_start=st.ratio,
         p50_floor=st.p50_floor,
+        p50_bare=st.p50_bare,
+        over_bare=st.over_bare,
         **jobs,
     )
     report.line(
@@ -120,8 +123,10 @@ def steady(spark: SparkSession, args: argparse.Namespace, work: str, report: Rep
     report.line(
         f"  silver floor (start snapshots, no stage after silver) p50 {st.p50_floor:6.2f} s  {_jobs(st.floor_jobs)}"
     )
-    report.at_most("steady p50 start (s)", st.p50_start, TARGET_P50_SECONDS)
-    report.at_most("steady p50 end (s)", st.p50_end, TARGET_P50_SECONDS)
+    report.line(f"  bare stream (same snapshots, read + explode + append) p50 {st.p50_bare:6.2f} s")
+    report.check("steady p50 start (s, reported)", st.p50_start)
+    report.check("steady bare p50 (s, reported)", st.p50_bare)
+    report.at_most("steady p50 start / bare", st.over_bare, TARGET_OVER_BARE)
     report.check("steady p50 floor (reported)", st.p50_floor)
     report.at_most("steady end/start", st.ratio, TARGET_END_OVER_START)
     report.check("silver rows at end", st.silver_rows_end, ">= 1,000,000", st.silver_rows_end >= 1_000_000)
@@ -172,6 +177,7 @@ def scale(
         max_jobs=sc.max_jobs,
         reference_p50=sc.reference_p50,
         ratio=sc.ratio,
+        executors_p50=sc.executors_p50,
     )
     report.line(
         f"Scale: one snapshot of {sc.coins:,} coins x {len(currencies)} currencies ({','.join(currencies)}) "
@@ -181,8 +187,21 @@ def scale(
     batches = ", ".join(f"{s:.1f}" for s in sc.batch_seconds)
     report.line(f"  p50 {sc.p50:6.2f} s  (batches {batches} s)  {_jobs(sc.batch_jobs)}")
     report.line(f"  reference: {sc.reference}, p50 {sc.reference_p50:.2f} s; ratio {sc.ratio:.2f}")
+    report.line(f"  kernels ran on: {_placement_summary(sc.placements)}")
+    on_executors = ", ".join(f"{s:.1f}" for s in sc.executors_batch_seconds)
+    report.line(
+        f"  same snapshots, COINLAKE_KERNEL_DRIVER_MAX_ROWS=0: p50 {sc.executors_p50:6.2f} s "
+        f"(batches {on_executors} s), kernels ran on: {_placement_summary(sc.executors_placements)}"
+    )
     report.check("scale p50 (reported)", sc.p50)
+    report.check("scale p50 on executors (reported)", sc.executors_p50)
     report.at_most("scale p50 / 1,000-coin p50", sc.ratio, TARGET_SCALE_RATIO)
+
+
+def _placement_summary(placements: list[str]) -> str:
+    """``driver x2, executors x1`` from each batch's placement."""
+    counts = Counter(placements)
+    return ", ".join(f"{name} x{n}" for name, n in counts.items()) or "n/a"
 
 
 def warehouse(args: argparse.Namespace, work: str, report: Report) -> None:
@@ -253,7 +272,7 @@ def soak(spark: SparkSession, args: argparse.Namespace, work: str, report: Repor
         ("jvm_fds", "JVM fds"),
         ("checkpoint_files", "ckpt files"),
     ):
-        report.check(f"soak {label}/100 batches (reported)", res.growth_per_100(metric))
+        report.check(f"soak {label}/100 batches", res.growth_per_100(metric))
     cleanup = res.log_cleanup()
     if cleanup:
         report.line(
@@ -264,7 +283,7 @@ def soak(spark: SparkSession, args: argparse.Namespace, work: str, report: Repor
             report.line(f"    {table:<42} {then:>6} -> {lowest:>6}")
     if SILVER in cleanup and res.batches - res.logs_aged_after >= 10:  # silver checkpoints every 10 commits
         then, lowest = cleanup[SILVER]
-        report.check("soak silver log files after cleanup", lowest, f"< {then} (aged)", lowest < then)
+        report.check("soak silver logs after cleanup", lowest, f"< {then} (aged)", lowest < then)
 
 
 TARGET_IDLE_TRIGGER_SECONDS = 0.5
@@ -299,7 +318,7 @@ def age(spark: SparkSession, args: argparse.Namespace, work: str, report: Report
             report.line(
                 f"  {source:<8} {files:>9,} files processed: idle trigger p50 {trigger:.3f} s (listing {listing:.3f} s)"
             )
-            name = f"age idle trigger {source} {f'{files // 1000}k' if files >= 1000 else files}"
+            name = f"age idle {source} {f'{files // 1000}k' if files >= 1000 else files}"
             if source == "listing":
                 report.at_most(name, trigger, TARGET_IDLE_TRIGGER_SECONDS)
             else:
@@ -321,7 +340,7 @@ def age(spark: SparkSession, args: argparse.Namespace, work: str, report: Report
             f"  checkpoint {source:<8} {before:,} -> {after:,} bytes over batches "
             f"{args.age_growth_warmup}..{args.age_growth_batches}: {per_100 / 1024:+.2f} KB per 100 batches"
         )
-        name = f"age checkpoint KB/100 {source}"
+        name = f"age ckpt KB/100 {source}"
         if source == "listing":
             report.at_most(name, per_100 / 1024, TARGET_CHECKPOINT_KB_PER_100)
         else:

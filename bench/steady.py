@@ -1,7 +1,7 @@
 """Steady state: one snapshot per batch at the start and at the end of a growing silver history.
 
-Beside the start phase, the silver floor (:data:`bench.spark_runs.SILVER_ALONE`) over a copy of
-the same snapshots. :func:`run_snapshot_batches` (one landed snapshot per batch) is shared with
+Beside the start phase, the silver floor (:data:`bench.spark_runs.SILVER_ALONE`) and the bare
+stream (:func:`bench.spark_runs.run_ceiling`) over copies of the same snapshots, one per batch. :func:`run_snapshot_batches` (one landed snapshot per batch) is shared with
 the scale section (:mod:`bench.scale`).
 """
 
@@ -14,7 +14,16 @@ from typing import TYPE_CHECKING
 
 from app.paths import Layout
 from app.tables import SILVER
-from bench.spark_runs import SILVER_ALONE, RunResult, copy_bronze, p50, pct, pipeline_settings, run_pipeline
+from bench.spark_runs import (
+    SILVER_ALONE,
+    RunResult,
+    copy_bronze,
+    p50,
+    pct,
+    pipeline_settings,
+    run_ceiling,
+    run_pipeline,
+)
 from bench.workload import SnapshotSeries
 
 if TYPE_CHECKING:
@@ -37,6 +46,7 @@ class SteadyResult:
     backfill_records: int
     backfill_seconds: float
     floor_batches: list[float] = field(default_factory=list)
+    bare_batches: list[float] = field(default_factory=list)
     start_jobs: list[int] = field(default_factory=list)
     end_jobs: list[int] = field(default_factory=list)
     floor_jobs: list[int] = field(default_factory=list)
@@ -63,6 +73,16 @@ class SteadyResult:
         return p50(self.floor_batches)
 
     @property
+    def p50_bare(self) -> float:
+        """p50 of the bare stream (the throughput ceiling's query) over the start phase's snapshots."""
+        return p50(self.bare_batches)
+
+    @property
+    def over_bare(self) -> float:
+        """The start phase's p50 over the bare stream's, measured in the same run."""
+        return self.p50_start / self.p50_bare if self.p50_bare else float("nan")
+
+    @property
     def ratio(self) -> float:
         return self.p50_end / self.p50_start if self.p50_start else float("nan")
 
@@ -83,8 +103,12 @@ def run_snapshot_batches(
     name: str,
     shuffle_partitions: int,
     stages: Sequence[Stage] | None = None,
+    kernel_driver_max_rows: int | None = None,
 ) -> RunResult:
     """Land the series' next ``snapshots`` snapshots and run them, exactly one snapshot per batch.
+
+    ``kernel_driver_max_rows`` overrides the setting of that name (0: every batch's kernels run on
+    the executors).
 
     ``maxFilesPerTrigger`` is one snapshot's files (every page of every currency); the files of
     later snapshots are newer, and the file source takes the oldest first. No warehouse.
@@ -98,6 +122,7 @@ def run_snapshot_batches(
         warehouse="none",
         max_files_per_trigger=series.files_per_snapshot,
         shuffle_partitions=shuffle_partitions,
+        kernel_driver_max_rows=kernel_driver_max_rows,
     )
     run = run_pipeline(spark, series.layout, settings, name=name, stages=stages)
     per_snapshot = workload.records // snapshots
@@ -154,6 +179,10 @@ def run_steady_state(
         stages=SILVER_ALONE,
     )
     shutil.rmtree(floor.root, ignore_errors=True)
+    # The bare stream over the same snapshots, one per batch: what reading and appending alone cost.
+    bare = copy_bronze(layout, root + "-bare")
+    bare_run = run_ceiling(spark, bare, max_files_per_trigger=pages)
+    shutil.rmtree(bare.root, ignore_errors=True)
     series.land(history_snapshots)
     # The backfill stands in for a long-running stream: it compacts as often, in snapshots, as the
     # default setting makes a one-snapshot-per-batch stream do (every 100 batches).
@@ -181,6 +210,7 @@ def run_steady_state(
         backfill_records=backfill.records,
         backfill_seconds=backfill.seconds,
         floor_batches=floor_run.batch_seconds,
+        bare_batches=bare_run.batch_seconds,
         start_jobs=start_run.batch_jobs,
         end_jobs=end_run.batch_jobs,
         floor_jobs=floor_run.batch_jobs,

@@ -31,8 +31,8 @@ def test_bench_age_measures_both_sources_idle_growth_and_freshness(spark, tmp_pa
     )
     checks = {c["name"] for c in json.loads(out.read_text())["checks"]}
     assert {
-        "age idle trigger listing 200",
-        "age checkpoint KB/100 listing",
+        "age idle listing 200",
+        "age ckpt KB/100 listing",
         "age freshness aged/fresh",
     } <= checks
 

@@ -15,6 +15,7 @@ import pytest
 from app.paths import Layout
 from bench.__main__ import main
 from bench.jobs import jobs_started, status_store_jobs
+from bench.report import NAME_WIDTH, Report
 from bench.spark_runs import SILVER_ALONE, pipeline_settings, run_pipeline
 from bench.workload import generate
 
@@ -55,6 +56,9 @@ def test_bench_smoke_runs_every_section(spark, tmp_path):
     assert scale["p50"] > 0 and scale["p50_jobs"] > 0 and scale["silver_rows"] > 0
     assert scale["reference_batches"] == steady["start_batches"] and "steady" in scale["reference"]
     assert scale["ratio"] == pytest.approx(scale["p50"] / steady["p50_start"])
+    # the same snapshots once more with every batch's kernels on the executors
+    assert scale["placements"] == ["driver"] * 2 and scale["executors_placements"] == ["executors"] * 2
+    assert len(scale["executors_batch_seconds"]) == 2 and scale["executors_p50"] > 0
 
     wh = res["warehouse"]
     assert [w["rows"] for w in wh] == [10, 1_000, 10_000]
@@ -67,7 +71,7 @@ def test_bench_smoke_runs_every_section(spark, tmp_path):
     names = {c["name"] for c in res["checks"]}
     assert {"throughput b/a", "throughput c/a", "steady end/start", "warehouse statements constant"} <= names
     assert {"steady jobs/batch start p50", "scale p50 / 1,000-coin p50"} <= names
-    assert all(len(name) <= 34 for name in names)  # the table's name column
+    assert all(len(name) <= NAME_WIDTH for name in names)  # the table's name column
     assert {"throughput s/a floor (reported)", "steady p50 floor (reported)"} <= names
 
 
@@ -110,6 +114,7 @@ def test_bench_exits_nonzero_when_a_target_is_missed(tmp_path, monkeypatch):
     assert main(["--sections", "ingest", "--work-dir", str(tmp_path), "--ingest-coins", "10000"]) == 1
 
 
+@pytest.mark.slow
 def test_bench_soak_samples_every_batch_of_an_interval_stream(spark, tmp_path):
     from app.tables import SILVER
 
@@ -183,3 +188,28 @@ def test_soak_ages_every_delta_log_file_by_the_same_amount_keeping_their_order(t
     res.logs_aged_after, res.logs_at_ageing = 10, {SILVER: 40, GOLD_METRICS: 40}
     # silver's cleanup deleted files after the ageing; gold's log only grew
     assert res.log_cleanup() == {GOLD_METRICS: (40, 80), SILVER: (40, 12)}
+
+
+def test_bare_stream_cycles_count_between_batch_ends_like_the_pipeline():
+    from bench.spark_runs import cycle_seconds
+
+    def progress(ts: str, ms: int, rows: int) -> dict:
+        return {"timestamp": ts, "durationMs": {"triggerExecution": ms}, "numInputRows": rows}
+
+    started = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+    runs = [
+        progress("2023-11-14T22:13:22.000Z", 1_500, 10),  # ends at +3.5 s: the first cycle holds the start
+        progress("2023-11-14T22:13:24.000Z", 1_000, 10),  # ends at +5.0 s: 0.5 s between triggers counts
+        progress("2023-11-14T22:13:25.500Z", 200, 0),  # no data: not a batch, its time goes to the next
+        progress("2023-11-14T22:13:26.000Z", 1_000, 10),  # ends at +7.0 s
+    ]
+    assert cycle_seconds(runs, started) == pytest.approx([3.5, 1.5, 2.0])
+    assert cycle_seconds([], started) == []
+
+
+def test_a_check_name_wider_than_the_table_column_is_refused():
+    report = Report()
+    report.check("x" * NAME_WIDTH, 1.0)
+    with pytest.raises(ValueError, match="longer than 34"):
+        report.check("x" * (NAME_WIDTH + 1), 1.0)
+    assert [c.name for c in report.checks] == ["x" * NAME_WIDTH]

@@ -180,6 +180,7 @@ def _wait_for(condition, deadline_seconds: float, what: str, proc: subprocess.Po
 
 
 @pytest.mark.slow
+@pytest.mark.process
 def test_sql_and_status_work_while_a_stream_writes_to_the_emulator(spark, tmp_path, capsys, monkeypatch):
     root = str(tmp_path)
     layout = Layout.from_root(root)

@@ -5,7 +5,8 @@ quarantined) is processed by ``coinlake stream --trigger available-now`` with th
 emulator on: once in local mode, in the test session (``local[2]``, the same settings and code path
 as the CLI, see ``harness.stream_in_process``), and once in a subprocess with
 ``local-cluster[2,1,1024]`` (a master, two workers and two executor JVMs, each with one core,
-started by Spark on this machine). Every Delta table, the deterministic counts of
+started by Spark on this machine), the latter with ``COINLAKE_KERNEL_DRIVER_MAX_ROWS=0`` so its
+kernels run on the executors by key bucket while the local run keeps them on the driver. Every Delta table, the deterministic counts of
 ``pipeline_metadata`` and every emulator table must be equal. So nothing in a batch may depend on state only the driver process has.
 
 Evidence that the cluster run really ran on two executors: it writes a Spark event log
@@ -27,6 +28,7 @@ import pyspark
 import pytest
 
 from app.paths import Layout
+from bench.scale import batch_placements
 from bench.workload import generate
 from tests.reliability.harness import (
     STREAM,
@@ -174,6 +176,7 @@ def test_local_cluster_conf_sizes_executors_and_keeps_work_files_out_of_pyspark(
 
 
 @pytest.mark.slow
+@pytest.mark.process
 def test_local_cluster_equals_local_mode(spark, tmp_path):
     reason = _spark_scripts_missing()
     if reason:
@@ -198,6 +201,8 @@ def test_local_cluster_equals_local_mode(spark, tmp_path):
         CLUSTER_MASTER,
         PYSPARK_SUBMIT_ARGS=_event_log_submit_args(events),
         TMPDIR=str(scratch),  # where the run's temporary SPARK_HOME goes
+        # Above the driver threshold: the cluster runs the kernels on its executors, by key bucket.
+        COINLAKE_KERNEL_DRIVER_MAX_ROWS="0",
     )
     assert cluster_run.returncode == 0, tail(cluster_run)
     # The executors' work files (a copy of every jar each) went with the temporary SPARK_HOME.
@@ -212,6 +217,8 @@ def test_local_cluster_equals_local_mode(spark, tmp_path):
     assert added == {"0", "1"}, f"executors added: {added}; removed during the run: {removed}"
     assert ran == {"0", "1"}, f"tasks ran on: {ran}; removed during the run: {removed}"
 
+    assert set(batch_placements(spark, local)) == {"driver"}
+    assert set(batch_placements(spark, cluster)) == {"executors"}
     expected = _metadata_counts(spark, local)
     assert len(expected) == EXPECTED_BATCHES
     assert sum(json.loads(r)["files"] for r in expected) == files

@@ -240,6 +240,7 @@ def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.process
 def test_stream_interval_subprocess_processes_files_and_stops_on_sigterm(spark, tmp_path):
     layout = Layout.from_root(str(tmp_path))
     _write_snapshots(layout, [0, 1])

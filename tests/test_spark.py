@@ -133,6 +133,28 @@ def test_build_spark_turns_adaptive_execution_off(spark):
         spark.conf.set("spark.sql.adaptive.enabled", "false")
 
 
+def test_build_spark_turns_dataframe_call_sites_off(spark):
+    # measured: capturing each Column function's Python call site cost ~3,000 py4j round trips per
+    # batch (BENCHMARKS.md); the switch is read once per process, so the session must start with it.
+    from pyspark.errors.utils import is_debugging_enabled
+
+    assert spark.conf.get(spark_mod.DATAFRAME_DEBUGGING_CONF) == "false"
+    assert not is_debugging_enabled()
+
+
+def test_build_spark_keeps_only_small_arrow_frames_in_the_plan(spark):
+    # measured: a 104,000-row silver MERGE source held in the plan cost ~6 s of driver time (BENCHMARKS.md)
+    import pyarrow as pa
+
+    def logical(rows: int) -> str:
+        table = pa.table({"coin_id": [f"coin-{i:06d}" for i in range(rows)], "price": [1.5] * rows})
+        return spark.createDataFrame(table)._jdf.queryExecution().logical().toString()
+
+    assert spark.conf.get(spark_mod.ARROW_LOCAL_RELATION_CONF) == spark_mod.ARROW_LOCAL_RELATION_MAX
+    assert "LocalRelation" in logical(2_000)  # a steady batch's outputs: ~0.04 MB here
+    assert "LocalRelation" not in logical(400_000)  # ~7 MB: above the threshold
+
+
 def test_build_spark_forces_utc_on_a_reused_databricks_session(monkeypatch):
     class FakeConf:
         def __init__(self):
@@ -149,3 +171,5 @@ def test_build_spark_forces_utc_on_a_reused_databricks_session(monkeypatch):
     monkeypatch.setattr("pyspark.sql.SparkSession.getActiveSession", staticmethod(lambda: session))
     assert spark_mod.build_spark() is session
     assert session.conf.values["spark.sql.session.timeZone"] == "UTC"
+    assert session.conf.values[spark_mod.DATAFRAME_DEBUGGING_CONF] == "false"
+    assert session.conf.values[spark_mod.ARROW_LOCAL_RELATION_CONF] == spark_mod.ARROW_LOCAL_RELATION_MAX

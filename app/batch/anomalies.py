@@ -22,26 +22,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pyspark.sql import functions as F
+import pandas as pd
 
 from app.alerts.outbox import AlertOutbox
 from app.alerts.webhook import deliver_each
 from app.batch.context import Stage
-from app.batch.derive import anomaly_rows
+from app.batch.kernels.batch import ANOMALY_VALUE_COLUMNS
 from app.faults import crash_point
 from app.logs import log_event
-from app.quality.anomalies import ANOMALY_KEYS, ANOMALY_VALUE_COLUMNS
-from app.sinks.delta.io import append_idempotent, batch_marker, marked_commit, stable_source
-from app.sinks.delta.range_merge import merge_staged, stage_replacement
+from app.sinks.delta.io import append_idempotent, batch_marker, marked_commit
+from app.sinks.delta.range_merge import merge_staged
 from app.sinks.delta.touched import sql_str, sql_ts
-from app.tables import ANOMALIES
+from app.tables import ANOMALIES, TABLES
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import SparkSession
 
     from app.batch.context import BatchContext
+    from app.batch.frames import Rows
 
 logger = logging.getLogger(__name__)
+ANOMALY_KEYS = TABLES[ANOMALIES].keys
 
 # Alerts (log events and webhook calls) per batch; a backfill may flag thousands at once.
 MAX_ALERTS_PER_BATCH = 200
@@ -65,7 +66,7 @@ class AnomalyChanges:
 def replace_anomalies(
     spark: SparkSession,
     anomalies_path: str,
-    staged_df: DataFrame,
+    staged: Rows,
     *,
     currencies: list[str],
     earliest: str,
@@ -78,7 +79,7 @@ def replace_anomalies(
     Args:
         spark: the session to write with.
         anomalies_path: the ``crypto_anomalies`` Delta table (must exist).
-        staged_df: :func:`app.sinks.delta.range_merge.stage_replacement` of the fresh rows against the old.
+        staged: the kernels' difference of the fresh rows against the old ones (``_action``).
         currencies: the touched vs currencies (bound the MERGE's target scan).
         earliest: the earliest ``from_ts`` (UTC text; bounds the target scan by time).
         app_id: idempotence app id of the stream.
@@ -91,59 +92,61 @@ def replace_anomalies(
     """
     if marked_commit(spark, anomalies_path, batch_marker(app_id, batch_id), depth=10) is not None:
         return AnomalyChanges()
-    staged_df = staged_df.cache()
-    try:
-        rows = (
-            staged_df.withColumn(
-                "observed_at", F.date_format("observed_at", "yyyy-MM-dd'T'HH:mm:ss.SSSSSS'Z'")
-            )
-            .orderBy("observed_at", "vs_currency", "coin_id", "metric")
-            .collect()
+    rows = row_dicts(staged.pandas())
+    actions = {r["_action"] for r in rows}
+    added = [_without_action(r) for r in rows if r["_action"] == "insert"]
+    if before_commit is not None:
+        before_commit(added)
+    staged_df = staged.spark(spark)
+    if actions == {"insert"}:
+        # Only new rows (in-order data): a blind append commits in one cheap job.
+        append_idempotent(staged_df.drop("_action"), anomalies_path, app_id, batch_id, marked=True)
+    elif rows:
+        listed = ", ".join(sql_str(c) for c in currencies)
+        merge_staged(
+            spark,
+            anomalies_path,
+            staged_df,
+            ANOMALY_KEYS,
+            columns=[c for c in staged_df.columns if c != "_action"],
+            update_columns=ANOMALY_VALUE_COLUMNS,
+            target_filter=f"t.vs_currency IN ({listed}) AND t.observed_at >= {sql_ts(earliest)}",
+            app_id=app_id,
+            batch_id=batch_id,
+            marked=True,
+            source_ready=True,
         )
-        actions = {r["_action"] for r in rows}
-        if before_commit is not None:
-            before_commit([_row_dict(r) for r in rows if r["_action"] == "insert"])
-        if actions == {"insert"}:
-            # Only new rows (in-order data): a blind append commits in one cheap job.
-            append_idempotent(staged_df.drop("_action"), anomalies_path, app_id, batch_id, marked=True)
-        elif rows:
-            listed = ", ".join(sql_str(c) for c in currencies)
-            merge_staged(
-                spark,
-                anomalies_path,
-                staged_df,
-                ANOMALY_KEYS,
-                columns=[c for c in staged_df.columns if c != "_action"],
-                update_columns=ANOMALY_VALUE_COLUMNS,
-                target_filter=f"t.vs_currency IN ({listed}) AND t.observed_at >= {sql_ts(earliest)}",
-                app_id=app_id,
-                batch_id=batch_id,
-                marked=True,
-            )
-    finally:
-        staged_df.unpersist()
     return AnomalyChanges(
-        added=[_row_dict(r) for r in rows if r["_action"] == "insert"],
+        added=added,
         updated=sum(1 for r in rows if r["_action"] == "update"),
         removed=sum(1 for r in rows if r["_action"] == "delete"),
     )
 
 
-def anomaly_change(ctx: BatchContext) -> tuple[DataFrame, DataFrame]:
-    """The batch's anomaly rows of the replaced ranges (after-image) and their difference to before.
+def row_dicts(pdf: pd.DataFrame) -> list[dict[str, Any]]:
+    """Staged anomaly rows as plain dicts in a stable order, ``observed_at`` as UTC ISO text.
 
-    Returns:
-        ``(fresh_df, staged_df)``: the rows the ranges must hold, and the staged difference.
+    Values are Python scalars (None for NULL), ready for a log event or a JSON alert.
     """
-    threshold = ctx.settings.zscore_threshold
-    after_df, before_df = ctx.scored()
-    fresh_df = stable_source(anomaly_rows(after_df, threshold=threshold, batch_id=ctx.batch_id))
-    old_df = anomaly_rows(before_df, threshold=threshold, batch_id=ctx.batch_id)
-    return fresh_df, stage_replacement(fresh_df, old_df, ANOMALY_KEYS, ANOMALY_VALUE_COLUMNS)
+    if pdf.empty:
+        return []
+    ordered = pdf.sort_values(["observed_at", "vs_currency", "coin_id", "metric"], kind="stable")
+    out = []
+    for rec in ordered.to_dict("records"):
+        row: dict[str, Any] = {}
+        for key, value in rec.items():
+            if key == "observed_at":
+                row[key] = None if pd.isna(value) else pd.Timestamp(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            elif value is None or (not isinstance(value, str) and pd.isna(value)):
+                row[key] = None
+            else:
+                row[key] = value.item() if hasattr(value, "item") else value
+        out.append(row)
+    return out
 
 
-def _row_dict(row: Any) -> dict[str, Any]:
-    out = row.asDict()
+def _without_action(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
     out.pop("_action", None)
     return out
 
@@ -174,21 +177,20 @@ def anomalies_stage(ctx: BatchContext) -> dict[str, int]:
         ),
         0,
     )
-    image = ctx.image
     url = ctx.settings.alert_webhook_url
     outbox = AlertOutbox(f"{ctx.layout.root}/alerts") if url is not None else None
-    if image is not None:
-        fresh_df, staged_df = anomaly_change(ctx)
-        ctx.outputs[ANOMALIES] = fresh_df
+    rows = ctx.rows
+    if rows is not None:
+        ctx.outputs[ANOMALIES] = rows.outputs["anomalies_fresh"]
         changes = replace_anomalies(
             ctx.spark,
             anomalies_path,
-            staged_df,
-            currencies=image.currencies,
-            earliest=image.earliest,
+            rows.outputs["anomalies_staged"],
+            currencies=rows.currencies,
+            earliest=rows.earliest,
             app_id=ctx.app_id,
             batch_id=ctx.batch_id,
-            before_commit=None if outbox is None else lambda rows: _store_alerts(ctx, outbox, rows),
+            before_commit=None if outbox is None else lambda added: _store_alerts(ctx, outbox, added),
         )
         counts.update(
             anomalies_added=len(changes.added),

@@ -11,14 +11,15 @@ from app.errors import ConfigError
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+    from app.batch.frames import Rows
+    from app.batch.placement import BatchRows
     from app.config import Settings
     from app.paths import Layout
-    from app.sinks.delta.working_set import WorkingSet
 
 
 @dataclass(frozen=True)
 class BatchContext:
-    """One micro-batch, after silver has been merged.
+    """One micro-batch, once its kernels have computed every table's rows.
 
     Attributes:
         spark: the session of the batch (``batch_df.sparkSession``).
@@ -29,11 +30,11 @@ class BatchContext:
         settings: the frozen settings.
         touched_df: ``coin_id, vs_currency, from_ts, to_ts``: one row per key with valid
             observations in the batch; silver rows with ``valid_from >= from_ts`` may have changed
-            (docs/DESIGN.md, section 4). Cached by the handler.
-        image: the batch's silver working set before and after it (:mod:`app.sinks.delta.working_set`);
+            (docs/DESIGN.md, section 4).
+        rows: what the kernels computed for every table (:class:`app.batch.placement.BatchRows`);
             None when the batch had no valid records.
-        outputs: the rows of the replaced ranges each stage computed from the after-image, by
-            Delta table name (the warehouse stage mirrors them instead of re-reading Delta).
+        outputs: the rows of the replaced ranges each stage wrote, by Delta table name (the
+            warehouse stage mirrors them instead of re-reading Delta).
     """
 
     spark: SparkSession
@@ -43,33 +44,14 @@ class BatchContext:
     layout: Layout
     settings: Settings
     touched_df: DataFrame
-    image: WorkingSet | None = None
-    outputs: dict[str, DataFrame] = field(default_factory=dict)
+    rows: BatchRows | None = None
+    outputs: dict[str, Rows] = field(default_factory=dict)
 
-    def scored(self) -> tuple[DataFrame, DataFrame]:
-        """Both images' touched versions with their z-scores ``(after, before)``, computed once per batch.
-
-        The handler computes them before the stages start (the stages run in parallel threads).
-        """
-        if "_scored_after" not in self.outputs:
-            from app.batch.derive import score_images
-
-            image = self.require_image()
-            after_df, before_df = score_images(
-                image.after_df,
-                image.before_df,
-                image.touched_df,
-                window=self.settings.zscore_window,
-                min_periods=self.settings.zscore_min_periods,
-            )
-            self.outputs["_scored_after"], self.outputs["_scored_before"] = after_df, before_df
-        return self.outputs["_scored_after"], self.outputs["_scored_before"]
-
-    def require_image(self) -> WorkingSet:
-        """The batch's working set; raises when the context has none (no valid records)."""
-        if self.image is None:
-            raise ValueError(f"batch {self.batch_id} has no working set (it had no valid records)")
-        return self.image
+    def require_rows(self) -> BatchRows:
+        """The batch's kernel outputs; raises when the context has none (no valid records)."""
+        if self.rows is None:
+            raise ValueError(f"batch {self.batch_id} has no kernel outputs (it had no valid records)")
+        return self.rows
 
 
 StageFn = Callable[[BatchContext], dict[str, int]]

@@ -23,7 +23,10 @@ from pyspark.sql import functions as F
 
 from app.alerts.dq import alert_on_quality
 from app.batch.context import BatchContext, Stage, StageFn, as_stage, plan_waves
+from app.batch.frames import collect
+from app.batch.kernels.batch import OBSERVATION_COLUMNS, KernelParams
 from app.batch.parallel import JOB_DESCRIPTION, run_writes
+from app.batch.placement import BatchRows, run_on_driver, run_on_executors
 from app.errors import PipelineError
 from app.faults import crash_point
 from app.logs import log_event
@@ -41,7 +44,7 @@ from app.quality.expectations import (
 from app.quality.parsing import parse_bronze
 from app.quality.score import passes_every_rule, quality_score
 from app.sinks.delta.compaction import compact_tables, compaction_due
-from app.sinks.delta.io import app_id_for, read_checkpoint_query_id, stable_source
+from app.sinks.delta.io import app_id_for, read_checkpoint_query_id
 from app.sinks.delta.metadata import BatchMetadata, write_metadata
 from app.sinks.delta.quarantine import (
     operator_quarantined_files,
@@ -50,26 +53,12 @@ from app.sinks.delta.quarantine import (
     write_quarantine,
 )
 from app.sinks.delta.scd2 import (
-    SILVER_COLUMNS,
     MergeScope,
     apply_scd2_merge,
-    build_scd2_plan,
-    build_touched,
     merge_marker,
-    select_tail,
     silver_version_before,
 )
-from app.sinks.delta.touched import TS_FORMAT
-from app.sinks.delta.working_set import (
-    WorkingSet,
-    day_start,
-    first_days,
-    read_missing_history,
-    read_working_set,
-    short_history_keys,
-    with_after_image,
-    working_set_bound,
-)
+from app.sinks.delta.working_set import WorkingSetReader, working_set_bound
 from app.tables import METADATA, QUARANTINE, SILVER, TABLE_NAMES, ensure_table
 
 if TYPE_CHECKING:
@@ -320,14 +309,12 @@ class BatchHandler:
             path = self.layout.table(QUARANTINE)
             writes["quarantine"] = lambda s: write_quarantine(rows_df, path, app_id=app_id, batch_id=batch_id)
 
-        image = None
-        touched_df = spark.createDataFrame([], TOUCHED_DDL)
+        rows = None
+        touched_df = None
         if stats["min_ts"] is not None:
             with _timed(meta, "working_set", spark):
-                image, silver_write = self._working_set(
-                    spark, valid_df, stats, batch_id, app_id, meta, cached
-                )
-            touched_df = image.touched_df
+                rows, silver_write = self._kernels(spark, valid_df, stats, batch_id, app_id, meta)
+            touched_df = rows.outputs["touched"].spark(spark)
             if silver_write is not None:
                 writes["silver"] = silver_write
 
@@ -338,12 +325,9 @@ class BatchHandler:
             run_id=self.run_id,
             layout=self.layout,
             settings=self.settings,
-            touched_df=touched_df,
-            image=image,
+            touched_df=touched_df if touched_df is not None else spark.createDataFrame([], TOUCHED_DDL),
+            rows=rows,
         )
-        if image is not None and any(s.writes for s in self.stages):
-            with _timed(meta, "score", spark):
-                ctx.scored()  # shared by the anomaly and gold stages, which run in parallel
         first, *later = self.waves
         for stage in first:  # at the same time as the silver MERGE and the quarantine write
             writes[stage.name] = lambda s, stage=stage: dict(stage(replace(ctx, spark=s)) or {})  # type: ignore[misc]  # the default binds the loop variable
@@ -370,7 +354,7 @@ class BatchHandler:
                 tables = [self.layout.table(name) for name in TABLE_NAMES]
                 meta.details["optimize"] = compact_tables(spark, tables, batch_id=batch_id)
 
-    def _working_set(
+    def _kernels(
         self,
         spark: SparkSession,
         valid_df: DataFrame,
@@ -378,103 +362,67 @@ class BatchHandler:
         batch_id: int,
         app_id: str,
         meta: BatchMetadata,
-        cached: list[DataFrame],
-    ) -> tuple[WorkingSet, Callable[[SparkSession], object] | None]:
-        """Read silver once, plan the SCD2 change, and build both images (module ``working_set``).
+    ) -> tuple[BatchRows, Callable[[SparkSession], object] | None]:
+        """Read the working set once, place the kernels, and return their rows (module ``placement``).
+
+        The kernels run on the driver when the valid observations plus the working set hold at most
+        ``kernel_driver_max_rows`` rows (both collected once as Arrow), else on the executors.
 
         Returns:
-            The working set, and the silver MERGE to run (None when there is nothing to write or
+            The kernels' rows, and the silver MERGE to run (None when there is nothing to write or
             the batch already committed it).
         """
+        settings = self.settings
         path = self.layout.table(SILVER)
         currencies = list(stats["currencies"])
         scope = MergeScope(currencies=tuple(currencies), min_valid_from=stats["min_ts"])
         version, committed = silver_version_before(spark, path, merge_marker(app_id, batch_id))
-        bound = working_set_bound(stats["min_ts"], self.settings.working_set_lookback_hours)
-        # Every frame of the working set is a local checkpoint, not a cached plan: the stages build
-        # dozens of frames on them from several threads, and over a cached plan each one re-analyses
-        # and re-optimises the whole lineage on the driver (docs/BENCHMARKS.md).
-        before_df = stable_source(
-            read_working_set(spark, path, version, currencies, bound).select(*SILVER_COLUMNS)
+        reader = WorkingSetReader(
+            spark,
+            path,
+            version,
+            currencies,
+            working_set_bound(stats["min_ts"], settings.working_set_lookback_hours),
+            versions_needed=settings.zscore_window + 1,
         )
-        obs_df = valid_df.transform(with_observation_columns)
-        plan_df = stable_source(
-            build_scd2_plan(
-                obs_df,
-                select_tail(before_df, obs_df),
-                batch_id=batch_id,
-                max_collapsed=self.settings.max_collapsed_observations,
-            )
-        )
-        is_batch = F.col("_origin") == "batch"
-        # One job: the counts, and per currency the earliest from_ts (the first touched day).
-        per_currency = (
-            plan_df.groupBy("vs_currency")
-            .agg(
-                *[
-                    F.count(F.when(is_batch & (F.col("_outcome") == o), 1)).alias(o)
-                    for o in ("kept", "unchanged", "duplicate")
-                ],
-                F.count(F.when(F.col("_action") == "insert", 1)).alias("inserts"),
-                F.count(F.when(F.col("_action") == "update", 1)).alias("updates"),
-                F.count(F.when(F.col("_action") == "delete", 1)).alias("deletes"),
-                F.date_format(F.min("valid_from"), TS_FORMAT).alias("from_ts"),
-            )
-            .collect()
-        )
-        total = {
-            k: sum(int(r[k]) for r in per_currency)
-            for k in ("kept", "unchanged", "duplicate", "inserts", "updates", "deletes")
-        }
+        params = KernelParams.from_settings(settings, batch_id)
+        obs_df = valid_df.transform(with_observation_columns).select(*OBSERVATION_COLUMNS)
+        before_df = reader.first()
+        room = settings.kernel_driver_max_rows - (meta.records_read - meta.quarantined)
+        rows = None
+        if room >= 0:
+            before = collect(before_df, limit=room)
+            if before is not None:
+                obs = collect(obs_df)
+                assert obs is not None
+                rows = run_on_driver(reader, obs, before, params)
+        if rows is None:
+            rows = run_on_executors(spark, reader, obs_df, before_df, params)
+        total = rows.counts
         meta.new_versions = total["kept"]
         meta.unchanged = total["unchanged"]
         meta.duplicates = total["duplicate"]
-        touched_df = stable_source(build_touched(plan_df))
-        earliest = min(r["from_ts"] for r in per_currency)
-        if day_start(earliest) < bound:
-            # A touched key's version began on a day before the bound: that whole day is touched.
-            older_df = read_working_set(spark, path, version, currencies, day_start(earliest), until=bound)
-            before_df = stable_source(before_df.unionByName(older_df.select(*SILVER_COLUMNS)))
-            bound = day_start(earliest)
-        window = self.settings.zscore_window
-        short = [
-            (r["coin_id"], r["vs_currency"], r["need_before"])
-            for r in short_history_keys(before_df, touched_df, versions_needed=window + 1, bound=bound)
-            .select("coin_id", "vs_currency", F.date_format("need_before", TS_FORMAT).alias("need_before"))
-            .collect()
-        ]
-        if short:
-            older_df = read_missing_history(
-                spark, path, version, short, versions_needed=window + 1, bound=bound
-            ).select(*SILVER_COLUMNS)
-            before_df = stable_source(before_df.unionByName(older_df))
-        after_df = stable_source(with_after_image(before_df, plan_df))
-        days = first_days([(r["vs_currency"], r["from_ts"]) for r in per_currency])
-        image = WorkingSet(
-            before_df=before_df,
-            after_df=after_df,
-            touched_df=touched_df,
-            first_days=days,
-            earliest=earliest,
-        )
         meta.details["silver"] = {
             "inserts": total["inserts"],
             "updates": total["updates"],
             "deletes": total["deletes"],
             "read_version": version,
             "already_committed": committed,
-            "short_history_keys": len(short),
-            "working_set_from": bound,
+            "placement": rows.placement,
+            **rows.details,
         }
-        if committed or not (total["inserts"] or total["updates"] or total["deletes"]):
-            return image, None
-        staged_df = plan_df.filter(F.col("_action") != "none")
+        if committed or not rows.silver_changes:
+            return rows, None
+        staged = rows.outputs["silver_staged"]
 
         def merge_silver(session: SparkSession) -> None:
-            apply_scd2_merge(session, path, staged_df, scope, app_id=app_id, batch_id=batch_id)
+            source_df = staged.spark(session)
+            apply_scd2_merge(
+                session, path, source_df, scope, app_id=app_id, batch_id=batch_id, source_ready=True
+            )
             crash_point("after_silver_merge")
 
-        return image, merge_silver
+        return rows, merge_silver
 
 
 def _batch_files(batch_df: DataFrame) -> list[str]:

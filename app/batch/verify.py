@@ -29,21 +29,39 @@ from datetime import date
 from functools import reduce
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DateType, DoubleType, FloatType, TimestampType
 
-from app.batch.gold import METRICS_KEYS, OHLC_KEYS, aggregate_coin_ohlc, aggregate_market_metrics
+from app.batch.frames import struct_type
+from app.batch.grouped import by_key_bucket
+from app.batch.kernels.candles import aggregate_coin_ohlc
+from app.batch.kernels.metrics import aggregate_market_metrics, last_version_of_day
+from app.batch.kernels.scores import detect_anomalies
 from app.errors import PipelineError
-from app.quality.anomalies import ANOMALY_KEYS, detect_anomalies
 from app.sinks.delta.range_merge import apply_staged, stage_replacement
-from app.tables import ANOMALIES, GOLD_METRICS, GOLD_OHLC, SILVER, SILVER_KEYS, TABLES, ensure_table
+from app.tables import (
+    ANOMALIES,
+    GOLD_METRICS,
+    GOLD_OHLC,
+    SILVER,
+    SILVER_DDL,
+    SILVER_KEYS,
+    TABLES,
+    ddl_column_names,
+    ensure_table,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from app.paths import Layout
 
+SILVER_COLUMNS = ddl_column_names(SILVER_DDL)
+ANOMALY_KEYS = TABLES[ANOMALIES].keys
+OHLC_KEYS = TABLES[GOLD_OHLC].keys
+METRICS_KEYS = TABLES[GOLD_METRICS].keys
 # detected_batch_id / updated_batch_id of a row inserted by ``verify --repair``.
 REPAIR_BATCH_ID = -1
 REL_TOL = 1e-9
@@ -143,7 +161,10 @@ def filter_scoring_versions(
 def recompute_anomalies(
     silver_df: DataFrame, *, from_date: date | None, window: int, min_periods: int, threshold: float
 ) -> DataFrame:
-    """The ``crypto_anomalies`` rows of the range, scored from silver as the stream scores them.
+    """The ``crypto_anomalies`` rows of the range, scored from silver by the stream's own kernel.
+
+    :func:`app.batch.kernels.scores.detect_anomalies` runs on the executors per hash bucket of the
+    key (:func:`app.batch.grouped.by_key_bucket`), so the whole of silver never meets the driver.
 
     Args:
         silver_df: every silver version (the range's scoring history is picked here).
@@ -156,15 +177,25 @@ def recompute_anomalies(
     versions_df = silver_df.select(*SILVER_KEYS, "valid_from", "current_price", "total_volume").transform(
         filter_scoring_versions, from_date=from_date, versions_before=window + 1
     )
-    return detect_anomalies(
-        versions_df, window=window, min_periods=min_periods, threshold=threshold, batch_id=REPAIR_BATCH_ID
-    ).transform(filter_from, column="observed_at", from_date=from_date)
+
+    def kernel(versions: pd.DataFrame) -> pd.DataFrame:
+        return detect_anomalies(
+            versions, window=window, min_periods=min_periods, threshold=threshold, batch_id=REPAIR_BATCH_ID
+        )
+
+    return by_key_bucket([versions_df], kernel, struct_type(TABLES[ANOMALIES].ddl)).transform(
+        filter_from, column="observed_at", from_date=from_date
+    )
 
 
 def recompute_gold(
     silver_df: DataFrame, anomalies_df: DataFrame, *, from_date: date | None
 ) -> dict[str, DataFrame]:
     """The candles and daily metrics of the range (whole days: the versions in range suffice).
+
+    The stream's kernels (:mod:`app.batch.kernels.candles`, :mod:`app.batch.kernels.metrics`) on
+    the executors: candles per hash bucket of the key, each coin's last version of a day likewise,
+    then the metrics per (vs_currency, day).
 
     Args:
         silver_df: silver versions.
@@ -175,9 +206,24 @@ def recompute_gold(
         ``{table name: rows}``, ``updated_batch_id`` = :data:`REPAIR_BATCH_ID`.
     """
     in_range_df = silver_df.transform(filter_from, column="valid_from", from_date=from_date)
+    versions_df = in_range_df.select(*SILVER_KEYS, "valid_from", "current_price", "total_volume")
+
+    def candles(versions: pd.DataFrame, flagged: pd.DataFrame) -> pd.DataFrame:
+        return aggregate_coin_ohlc(versions, flagged, batch_id=REPAIR_BATCH_ID)
+
+    def metrics(days: pd.DataFrame) -> pd.DataFrame:
+        return aggregate_market_metrics(days, batch_id=REPAIR_BATCH_ID)
+
+    days_df = by_key_bucket(
+        [in_range_df.select(*SILVER_COLUMNS)],
+        last_version_of_day,
+        struct_type(f"{SILVER_DDL}, metric_date DATE"),
+    )
     return {
-        GOLD_OHLC: aggregate_coin_ohlc(in_range_df, anomalies_df, batch_id=REPAIR_BATCH_ID),
-        GOLD_METRICS: aggregate_market_metrics(in_range_df, batch_id=REPAIR_BATCH_ID),
+        GOLD_OHLC: by_key_bucket([versions_df, anomalies_df], candles, struct_type(TABLES[GOLD_OHLC].ddl)),
+        GOLD_METRICS: by_key_bucket(
+            [days_df], metrics, struct_type(TABLES[GOLD_METRICS].ddl), keys=("vs_currency", "metric_date")
+        ),
     }
 
 

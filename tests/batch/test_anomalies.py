@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from app.batch.anomalies import anomalies_stage
-from app.quality.anomalies import detect_anomalies
+from tests.reference.anomalies_spark import detect_anomalies
 from tests.sinks.silver_builders import (
     Obs,
     make_ctx,
@@ -91,7 +91,11 @@ def test_anomalies_stage_incremental_with_late_data_equals_from_scratch(
         .drop("detected_batch_id")
         .collect()
     )
-    assert table_rows(spark, anomalies_path, drop=["detected_batch_id"]) == expected
+    actual = table_rows(spark, anomalies_path, drop=["detected_batch_id"])
+    # The reference is Spark's (Java's log and summation); the kernels' numbers agree to rounding.
+    assert [r[:4] for r in actual] == [r[:4] for r in expected]
+    for got, want in zip(actual, expected, strict=True):
+        assert got[4:] == pytest.approx(want[4:], rel=1e-9, abs=1e-12), got[:4]
 
     # Re-running the last committed batch changes nothing and alerts nothing.
     version = table_version(spark, anomalies_path)

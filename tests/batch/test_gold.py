@@ -9,8 +9,8 @@ from datetime import date, datetime
 import pytest
 from chispa import assert_approx_df_equality
 
-from app.batch.gold import aggregate_coin_ohlc, aggregate_market_metrics, explode_buckets
 from app.tables import ANOMALIES_DDL, GOLD_METRICS_DDL, GOLD_OHLC_DDL
+from tests.reference.gold_spark import aggregate_coin_ohlc, aggregate_market_metrics, explode_buckets
 from tests.sinks.silver_builders import Obs, silver_df
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from app.batch.anomalies import anomalies_stage
-from app.batch.gold import aggregate_coin_ohlc, aggregate_market_metrics, gold_stage
+from app.batch.gold import gold_stage
+from tests.reference.gold_spark import aggregate_coin_ohlc, aggregate_market_metrics
 from tests.sinks.silver_builders import Obs, make_ctx, silver_df, table_version, touched_rows, write_silver
 
 T0 = datetime(2024, 3, 1)

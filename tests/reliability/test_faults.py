@@ -61,6 +61,7 @@ def test_ingest_on_broken_bronze_storage_fails_in_one_line_without_files(tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.process
 def test_warehouse_down_for_a_run_then_back_converges(tmp_path: Path, reference, spark):
     import duckdb
 

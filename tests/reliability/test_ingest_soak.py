@@ -39,6 +39,9 @@ from app.sources.ingester import read_run_log, run_cycle
 from app.sources.ratelimit import RateLimiter
 from app.sources.simulator import API_PREFIX, Faults, start_simulator
 
+# A soak (30 cycles, ~40 s of wall time on its own): in CI, not in ./dev.sh test --quick.
+pytestmark = pytest.mark.slow
+
 SEED = 11
 CYCLES = 30
 LIMIT_CALLS, LIMIT_PERIOD = 8, 1.0

@@ -108,6 +108,7 @@ def lifecycle(tmp_path_factory, spark):
     }
 
 
+@pytest.mark.process
 def test_lifecycle_commands_succeed(lifecycle):
     runs = lifecycle["runs"]
     for name in ("ingest", "stream", "replay", "config", "config_json"):
@@ -117,6 +118,7 @@ def test_lifecycle_commands_succeed(lifecycle):
     assert wrong.stderr.strip().splitlines()[-1].startswith("coinlake: error:"), tail(wrong)
 
 
+@pytest.mark.process
 def test_no_secret_in_process_output(lifecycle):
     leaks = [
         (name, marker)
@@ -127,6 +129,7 @@ def test_no_secret_in_process_output(lifecycle):
     assert leaks == []
 
 
+@pytest.mark.process
 def test_no_secret_in_any_file_under_the_data_root(lifecycle):
     layout = lifecycle["layout"]
     needles = [m.encode("utf-8") for m in MARKERS]
@@ -142,6 +145,7 @@ def test_no_secret_in_any_file_under_the_data_root(lifecycle):
     assert os.path.exists(os.path.join(layout.logs_dir, "ingest_runs.jsonl"))
 
 
+@pytest.mark.process
 def test_no_secret_in_delta_table_rows(lifecycle, spark):
     from delta.tables import DeltaTable
 
@@ -160,6 +164,7 @@ def test_no_secret_in_delta_table_rows(lifecycle, spark):
     assert leaks == []
 
 
+@pytest.mark.process
 def test_config_show_redacts_secrets(lifecycle):
     for name in ("config", "config_json"):
         out = lifecycle["runs"][name].stdout
@@ -167,6 +172,7 @@ def test_config_show_redacts_secrets(lifecycle):
         assert not [m for m in MARKERS if m in out]
 
 
+@pytest.mark.process
 def test_bronze_files_never_rewritten(lifecycle):
     before, after_stream, after_replay = lifecycle["bronze"]
     assert len(before) >= 10
@@ -174,6 +180,7 @@ def test_bronze_files_never_rewritten(lifecycle):
     assert after_replay == before
 
 
+@pytest.mark.process
 def test_replay_after_checkpoint_loss_rebuilds_equal_tables(lifecycle):
     original, original_wh = lifecycle["original"]
     replayed, replayed_wh = lifecycle["replayed"]

@@ -150,6 +150,7 @@ def _assert_equals_reference(layout: Layout, reference, spark) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.process
 def test_stream_permission_denied_on_a_delta_table_then_recovers(tmp_path: Path, reference, spark):
     """Gold's folder is read-only in batch 1: silver and anomalies commit, gold fails; the re-run converges."""
     prefix = _prefix()
@@ -167,6 +168,7 @@ def test_stream_permission_denied_on_a_delta_table_then_recovers(tmp_path: Path,
 
 
 @pytest.mark.slow
+@pytest.mark.process
 def test_stream_disk_full_then_recovers(tmp_path: Path, reference, spark):
     """The data root is on a 64 MB tmpfs filled to its last 16 kB before batch 1."""
     with small_tmpfs(tmp_path / "mnt", "64m") as mnt:

@@ -12,9 +12,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from app.batch.context import BatchContext
+from app.batch.frames import collect
+from app.batch.kernels.batch import KernelParams
+from app.batch.placement import rows_on_driver
 from app.config import load_settings
 from app.paths import Layout
-from app.sinks.delta.working_set import WorkingSet
 from app.tables import SILVER_DDL, TABLE_NAMES, ensure_table
 
 # Data roots whose tables exist (ensured once per root, as the stream does once per run).
@@ -107,24 +109,23 @@ def make_ctx(
 ) -> BatchContext:
     """A BatchContext over ``root`` with the given touched set and settings overrides.
 
-    With ``before`` and ``after`` (silver before and after the batch) it carries a working set
-    whose images are those whole tables (a superset of what the handler reads).
+    With ``before`` and ``after`` (silver before and after the batch) it carries the kernels' rows
+    computed from those whole tables as the two images (a superset of what the handler reads).
     """
     touched_df = spark.createDataFrame(
         list(touched), "coin_id string, vs_currency string, from_ts timestamp, to_ts timestamp"
     )
-    image = None
+    config = load_settings(data_dir=str(root), **settings)
+    rows = None
     if touched and before is not None and after is not None:
-        firsts: dict[str, datetime] = {}
-        for _, currency, from_ts, _ in touched:
-            firsts[currency] = min(from_ts, firsts.get(currency, from_ts))
-        image = WorkingSet(
-            before_df=silver_df(spark, before),
-            after_df=silver_df(spark, after),
-            touched_df=touched_df,
-            first_days={c: t.strftime("%Y-%m-%d") for c, t in firsts.items()},
-            earliest=min(firsts.values()).strftime("%Y-%m-%d %H:%M:%S.%f"),
+        params = KernelParams.from_settings(config, batch_id)
+        before_pd, after_pd, touched_pd = (
+            collect(silver_df(spark, before)),
+            collect(silver_df(spark, after)),
+            collect(touched_df),
         )
+        assert before_pd is not None and after_pd is not None and touched_pd is not None
+        rows = rows_on_driver(before_pd, after_pd, touched_pd, params)
     layout = Layout.from_root(str(root))
     if layout.root not in _PREPARED:  # what the stream does once, at start (the handler's prepare)
         for name in TABLE_NAMES:
@@ -136,9 +137,9 @@ def make_ctx(
         app_id="coinlake-test",
         run_id="run-test",
         layout=layout,
-        settings=load_settings(data_dir=str(root), **settings),
+        settings=config,
         touched_df=touched_df,
-        image=image,
+        rows=rows,
     )
 
 

@@ -94,6 +94,7 @@ def merge_staged(
     app_id: str,
     batch_id: int,
     marked: bool = False,
+    source_ready: bool = False,
 ) -> dict[str, int]:
     """Apply a staged diff to the Delta table at ``path`` in one MERGE, idempotent per batch.
 
@@ -109,12 +110,14 @@ def merge_staged(
         app_id: the stream's idempotence id.
         batch_id: the micro-batch id.
         marked: tag the commit with the batch marker (``delta_io.batch_marker``).
+        source_ready: ``staged_df`` cannot change between Delta's passes over it (a local
+            relation, or a checkpoint): it is used as it is, not checkpointed again.
 
     Returns:
         ``{'insert': n, 'update': n, 'delete': n}``: the rows the MERGE changed, from its own
         metrics (all 0 when Delta skipped it because this batch had committed it already).
     """
-    source_df = stable_source(staged_df)
+    source_df = staged_df if source_ready else stable_source(staged_df)
     with delta_txn(spark, app_id, batch_id, marked=marked), source_not_rematerialized(spark):
         return apply_staged(
             spark,

@@ -114,56 +114,6 @@ def day_start(ts: str) -> str:
     return ts[:10] + " 00:00:00.000000"
 
 
-def with_after_image(
-    before_df: DataFrame, plan_df: DataFrame, *, keys: tuple[str, ...] = SILVER_KEYS
-) -> DataFrame:
-    """The working set as silver holds it after the plan: inserts and updates replace, deletes remove.
-
-    Args:
-        before_df: the working set before the batch (silver columns).
-        plan_df: :func:`app.sinks.delta.scd2.build_scd2_plan` output.
-        keys: the business key.
-
-    Returns:
-        Silver columns, one row per ``(key, valid_from)``.
-    """
-    changed = plan_df.filter(F.col("_action") != "none")
-    replaced = changed.select(*keys, "valid_from")
-    written = changed.filter(F.col("_action").isin("insert", "update")).select(*before_df.columns)
-    return before_df.join(replaced, [*keys, "valid_from"], "left_anti").unionByName(written)
-
-
-def short_history_keys(
-    before_df: DataFrame,
-    touched_df: DataFrame,
-    *,
-    versions_needed: int,
-    bound: str,
-    keys: tuple[str, ...] = SILVER_KEYS,
-) -> DataFrame:
-    """Touched keys whose working set lacks versions the z-scores need: ``keys + need_before``.
-
-    A key needs ``versions_needed`` versions before its first touched day. When the working set
-    holds fewer, the key's history may still be complete: its earliest row starts at or after
-    ``bound`` (an earlier version would end at or after ``bound`` too, so it would be there).
-
-    Returns:
-        One row per key to read further back, with ``need_before`` (its first touched day start).
-    """
-    day_start = F.date_trunc("day", "from_ts")
-    return (
-        before_df.select(*keys, "valid_from")
-        .join(touched_df.select(*keys, day_start.alias("need_before")), list(keys))
-        .groupBy(*keys, "need_before")
-        .agg(
-            F.count(F.when(F.col("valid_from") < F.col("need_before"), 1)).alias("_n"),
-            F.min("valid_from").alias("_first"),
-        )
-        .filter((F.col("_n") < versions_needed) & (F.col("_first") < F.expr(sql_ts(bound))))
-        .select(*keys, "need_before")
-    )
-
-
 def read_missing_history(
     spark: SparkSession,
     path: str,
@@ -210,3 +160,53 @@ def first_days(rows: list[tuple[str, str]]) -> dict[str, str]:
 def ts_text(col: str) -> F.Column:
     """A timestamp column as UTC text in ``TS_FORMAT`` (formatted by Spark: no local time zone)."""
     return F.date_format(col, TS_FORMAT)
+
+
+@dataclass(frozen=True)
+class WorkingSetReader:
+    """Reads of one batch's working set: silver at ``version``, by literal bounds only.
+
+    Attributes:
+        spark: the session.
+        path: silver.
+        version: the silver version before the batch.
+        currencies: the batch's vs currencies.
+        bound: the first read's bound on ``valid_to`` (:func:`working_set_bound`).
+        versions_needed: versions a key needs before its first touched day (W + 1).
+    """
+
+    spark: SparkSession
+    path: str
+    version: int
+    currencies: list[str]
+    bound: str
+    versions_needed: int
+
+    def first(self) -> DataFrame:
+        """The working set: every version of the currencies whose interval reaches ``bound``."""
+        from app.sinks.delta.scd2 import SILVER_COLUMNS
+
+        return read_working_set(self.spark, self.path, self.version, self.currencies, self.bound).select(
+            *SILVER_COLUMNS
+        )
+
+    def older(self, since: str) -> DataFrame:
+        """The versions ending between ``since`` and ``bound`` (a touched day before the bound)."""
+        from app.sinks.delta.scd2 import SILVER_COLUMNS
+
+        return read_working_set(
+            self.spark, self.path, self.version, self.currencies, since, until=self.bound
+        ).select(*SILVER_COLUMNS)
+
+    def missing_history(self, short: list[tuple[str, str, str]], *, bound: str) -> DataFrame:
+        """The newest older versions (ending before ``bound``) of keys with a short history.
+
+        Args:
+            short: ``(coin_id, vs_currency, need_before)`` per key.
+            bound: the working set's bound once any older day was added.
+        """
+        from app.sinks.delta.scd2 import SILVER_COLUMNS
+
+        return read_missing_history(
+            self.spark, self.path, self.version, short, versions_needed=self.versions_needed, bound=bound
+        ).select(*SILVER_COLUMNS)

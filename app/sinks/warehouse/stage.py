@@ -238,7 +238,7 @@ class WarehouseStage:
         path = pending_path(ctx.layout, ctx.app_id)
         pending = read_pending(path)
         catches_up = tuple(sorted({int(b) for b in pending["batches"]} - {ctx.batch_id}))
-        if not pending["touched"] and ctx.image is not None:
+        if not pending["touched"] and ctx.rows is not None:
             min_batch = min((*catches_up, ctx.batch_id)) - METADATA_LOOKBACK_BATCHES
             touched, frames = self._frames_from_image(ctx, min_batch=min_batch)
         else:
@@ -284,17 +284,17 @@ class WarehouseStage:
         Only the metadata rows of earlier batches, and any table whose stage did not run, are read
         from Delta.
         """
-        from app.batch.derive import silver_rows
-
-        image = ctx.require_image()
-        touched = to_pandas(image.touched_df.select("coin_id", "vs_currency", "from_ts"))
+        rows = ctx.require_rows()
+        touched = to_pandas(ctx.touched_df.select("coin_id", "vs_currency", "from_ts"))
         outputs = dict(ctx.outputs)
-        outputs[SILVER] = silver_rows(image.after_df, image.touched_df)
+        outputs[SILVER] = rows.outputs["silver_fresh"]
         frames = {}
         for target in TARGETS:
-            rows_df = outputs.get(target.delta_name)
-            if rows_df is None:
-                rows_df = _delta_rows(ctx, target, image.touched_df, min_batch, set(image.currencies))
+            computed = outputs.get(target.delta_name)
+            if computed is not None:
+                rows_df: DataFrame | None = computed.spark(ctx.spark)
+            else:
+                rows_df = _delta_rows(ctx, target, ctx.touched_df, min_batch, set(rows.currencies))
             if rows_df is not None:
                 frames[target.name] = to_pandas(rows_df)
         return touched, frames

@@ -11,9 +11,10 @@ from app.batch.gold import GOLD_STAGE
 from app.batch.handler import BatchHandler
 from app.config import load_settings
 from app.paths import Layout
-from app.sinks.delta.working_set import with_after_image, working_set_bound, working_set_filter
+from app.sinks.delta.working_set import working_set_bound, working_set_filter
 from app.sources.bronze import read_bronze_files
 from tests.helpers import coin_record, write_bronze_page
+from tests.reference.working_set_spark import with_after_image
 
 PLAN_DDL = "coin_id string, vs_currency string, valid_from timestamp, current_price double, _action string"
 DAY1 = datetime(2024, 3, 1, tzinfo=UTC)

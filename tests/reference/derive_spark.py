@@ -1,4 +1,6 @@
-"""Per-key computations over a batch's working set: anomaly rows, candles and daily metrics.
+"""Spark reference of the per-key rows a batch derives (the pipeline's are :mod:`app.batch.kernels`).
+
+Kept only as an oracle for tests. Originally: per-key computations over a batch's working set.
 
 Each function is pure (DataFrame in, DataFrame out) and runs on the executors. Applied to the
 after-image of the working set (:mod:`app.sinks.delta.working_set`) they give the rows the derived tables
@@ -19,9 +21,9 @@ from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
 
-from app.batch.gold import aggregate_coin_ohlc, aggregate_market_metrics
-from app.quality.anomalies import explode_anomalies, score_versions
 from app.tables import SILVER_KEYS
+from tests.reference.anomalies_spark import explode_anomalies, score_versions
+from tests.reference.gold_spark import aggregate_coin_ohlc, aggregate_market_metrics
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
