@@ -144,8 +144,9 @@ class Settings(BaseSettings):
     window's day on; bounded checkpoint state) or ``files`` (Spark's file source: lists all of bronze
     on every trigger and logs every file read, for storage plain Python file I/O cannot reach)."""
     bronze_late_minutes: float = Field(default=60.0, ge=0)
-    """``listing`` source: a file landing late is still read when its fetch time (in its name) is at
-    most this many minutes older than the newest file read; older ones need ``replay --from DATE``."""
+    """``listing`` source, the admission window: a file landing late whose fetch time (in its name) is
+    at most this many minutes older than the newest file read is found by its name, an older one by
+    its modification time; both are read. The offset keeps the names read in the window."""
     optimize_every_batches: int = Field(default=100, ge=0)
     """Compact the Delta tables' small files (OPTIMIZE) after every N-th batch (0: never)."""
     delta_log_retention_days: int = Field(default=30, ge=1)

@@ -47,15 +47,25 @@ class IdleResult:
 
 
 def synthetic_bronze(layout: Layout, files: int, *, start: datetime = START) -> datetime:
-    """``files`` zero-byte bronze files, one a minute from ``start``; returns the last one's time."""
+    """``files`` zero-byte bronze files, one a minute from ``start``; returns the last one's time.
+
+    Each file's and folder's modification time is the file's fetch time, as if it had landed then
+    (the listing source looks into a folder by its time).
+    """
     at = start
+    newest: dict[str, float] = {}
     for i in range(files):
         at = start + timedelta(minutes=i)
         folder = layout.bronze_day(at.date().isoformat())
         if i == 0 or at.hour == at.minute == 0:
             os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, bronze_file_name(at, "usd", 1, "synthetic")), "wb"):
+        path = os.path.join(folder, bronze_file_name(at, "usd", 1, "synthetic"))
+        with open(path, "wb"):
             pass
+        os.utime(path, (at.timestamp(), at.timestamp()))
+        newest[folder] = at.timestamp()
+    for folder, stamp in newest.items():
+        os.utime(folder, (stamp, stamp))
     return at
 
 
@@ -84,12 +94,11 @@ def listing_seed(layout: Layout, checkpoint: str, *, late_minutes: float = 60.0)
     """Write the listing source's seed for ``checkpoint``: every bronze file counts as read."""
     import json
 
-    from app.sources.bronze_migration import seed_file
-    from app.sources.bronze_offsets import seed_offset
+    from app.sources.bronze_migration import seed_file, seed_for
     from app.sources.bronze_source import list_day, list_days
 
     keys = [k for day in list_days(layout.bronze_root) for k in list_day(layout.bronze_root, day)]
-    seed = seed_offset(keys, keys, late_minutes=late_minutes)
+    seed = seed_for(layout.bronze_root, keys, keys, late_minutes=late_minutes)
     path = seed_file(checkpoint)
     os.makedirs(checkpoint, exist_ok=True)
     with open(path, "w", encoding="utf-8") as fh:

@@ -13,7 +13,10 @@ cannot resume from it, so when the stream starts on such a checkpoint it
 
 The new checkpoint starts from that offset: no committed file is read again, none is skipped. It
 has a new query id, so its batches carry a new idempotence id (Delta ``txnAppId``, the warehouse
-ledger) and count from 0. A crash between the steps is finished by the next start (a checkpoint
+ledger) and count from 0. That is why a checkpoint whose last batch was planned but not committed
+(the stream stopped inside it) is not migrated: some of that batch's writes may have committed
+under the old id, and only its re-run under that id completes the rest (anomalies, gold, the
+warehouse), so the start stops with a message to finish that batch with the file source first. A crash between the steps is finished by the next start (a checkpoint
 folder missing beside a ``.migrating`` one completes step 3; an old checkpoint still in place is
 migrated again from step 1).
 """
@@ -30,8 +33,8 @@ from datetime import UTC, datetime
 from app.errors import ConfigError
 from app.logs import log_event
 from app.paths import local_path
-from app.sources.bronze_offsets import BronzeOffset, file_key, seed_offset
-from app.sources.bronze_source import DAY_PREFIX, SEED_FILE, list_day, list_days
+from app.sources.bronze_offsets import LANDING_SLACK_SECONDS, BronzeOffset, file_key, seed_offset
+from app.sources.bronze_source import DAY_PREFIX, SEED_FILE, day_times, list_day, list_days, recent_file_times
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +62,16 @@ def is_listing_checkpoint(checkpoint: str) -> bool:
     offsets = os.path.join(local_path(checkpoint), "offsets")
     has_offsets = os.path.isdir(offsets) and any(n.isdigit() for n in os.listdir(offsets))
     return has_offsets and not is_file_source_checkpoint(checkpoint)
+
+
+def uncommitted_batch(checkpoint: str) -> int | None:
+    """The batch the checkpoint planned (``offsets/<n>``) but did not commit, or None."""
+    root = local_path(checkpoint)
+    planned = [int(n) for n in _names(os.path.join(root, "offsets")) if n.isdigit()]
+    committed = [int(n) for n in _names(os.path.join(root, "commits")) if n.isdigit()]
+    if planned and max(planned) > max(committed, default=-1):
+        return max(planned)
+    return None
 
 
 def committed_file_keys(checkpoint: str) -> set[str]:
@@ -111,7 +124,7 @@ def migrate_checkpoint(
         The migration, or None when there was nothing to migrate.
 
     Raises:
-        ConfigError: the checkpoint's log cannot be read.
+        ConfigError: the checkpoint's log cannot be read, or its last batch is not committed.
     """
     root = local_path(checkpoint).rstrip("/")
     staging = os.path.join(os.path.dirname(root), f".{os.path.basename(root)}.migrating")
@@ -121,6 +134,15 @@ def migrate_checkpoint(
         return None
     if not is_file_source_checkpoint(checkpoint):
         return None
+    pending = uncommitted_batch(checkpoint)
+    if pending is not None:
+        raise ConfigError(
+            f"the stream checkpoint {checkpoint} was written by Spark's file source and its batch "
+            f"{pending} was planned but not committed (the stream stopped inside it); finish it with "
+            f"the file source first, which re-runs it under the same idempotence id: "
+            f"`COINLAKE_BRONZE_SOURCE=files coinlake stream --trigger available-now`, then start "
+            f"again to move over to the listing source"
+        )
     try:
         committed = committed_file_keys(checkpoint)
     except (OSError, ValueError, KeyError) as exc:
@@ -130,7 +152,7 @@ def migrate_checkpoint(
             f"COINLAKE_BRONZE_SOURCE=files, or start over with `coinlake replay --from-scratch`"
         ) from exc
     listed = [k for day in list_days(bronze_root) for k in list_day(bronze_root, day)]
-    seed = seed_offset(committed, listed, late_minutes=late_minutes, start_key=start_key)
+    seed = seed_for(bronze_root, committed, listed, late_minutes=late_minutes, start_key=start_key)
     if os.path.exists(staging):
         shutil.rmtree(staging)
     os.makedirs(staging)
@@ -154,6 +176,22 @@ def migrate_checkpoint(
     return Migration(
         moved_to=moved_to, committed_files=len(committed), unread_below_high_water=unread, seed=seed
     )
+
+
+def seed_for(
+    bronze_root: str,
+    processed: set[str] | list[str],
+    listed: list[str],
+    *,
+    late_minutes: float,
+    start_key: str = "",
+) -> BronzeOffset:
+    """The listing source's first offset after ``processed`` (:func:`seed_offset`), with the
+    file system's time of this listing and the times of the files landed just before it."""
+    folders = day_times(bronze_root)
+    at = max(folders.values()) if folders else None
+    times = recent_file_times(bronze_root, folders, at - LANDING_SLACK_SECONDS) if at is not None else {}
+    return seed_offset(processed, listed, late_minutes=late_minutes, start_key=start_key, at=at, mtimes=times)
 
 
 def seed_file(checkpoint: str) -> str:

@@ -14,11 +14,23 @@ ingester's time order. The offset (:class:`BronzeOffset`) is
 * ``batch``, the keys of the micro-batch that ends at this offset (at most ``maxFilesPerTrigger``),
   so a batch re-run after a crash reads exactly the same files, whatever landed since.
 * ``seq``, a counter that makes every new offset differ from the previous one.
+* ``at``, the bronze file system's time of the listing that made the offset: the newest
+  modification time of a ``dt=`` folder (a file landing in a folder renames into it, which sets the
+  folder's time). None until the first batch.
+* ``recent``, the keys read whose file's modification time is within :data:`LANDING_SLACK_SECONDS`
+  of ``at`` (with those times): at most the files landed in those seconds.
+* ``pending``, keys below ``lb`` found late that the batch could not take (``maxFilesPerTrigger``).
 
-A file landing with a key below ``lb`` (more than ``late_minutes`` older than the newest file read)
-is not admitted by the running stream: ``coinlake replay --from DATE`` reads it (README, "Reading
-bronze"). :func:`plan_next` takes the smallest unread keys first, so after a trigger no unread file
-that was listed sorts below ``hw``; only a file that appears later can be late.
+**Below the window.** A file landing with a key below ``lb`` (more than ``late_minutes`` older
+than the newest file read: a copy of an old page restored by hand, a clock hours slow) is found by
+its modification time instead of its name: a trigger lists every folder changed since ``at`` and
+admits a file below ``lb`` whose time is at least ``at - LANDING_SLACK_SECONDS`` and which is not
+in ``recent`` (read already), so no landed file is skipped and none is read twice. The slack
+covers the gap between writing a file and renaming it into its folder, and clocks that differ
+between the hosts writing into bronze by less than that.
+
+:func:`plan_next` takes the smallest unread keys first, so after a trigger no unread file that
+was listed sorts below ``hw``; only a file that appears later can be late.
 """
 
 from __future__ import annotations
@@ -30,6 +42,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 OFFSET_VERSION = 1
+# How much older than the last listing (file system time) a file found below the window may be and
+# still count as landed since: the write-to-rename gap and clock differences between writers.
+LANDING_SLACK_SECONDS = 300.0
 # ``coins_markets_<YYYYMMDDTHHMMSS><fff>Z_...`` (app.sources.landing.bronze_file_name).
 _LANDING_STAMP = re.compile(r"^coins_markets_(\d{8}T\d{6})(\d{3})Z_")
 LANDING_PREFIX = "coins_markets_"
@@ -97,6 +112,9 @@ class BronzeOffset:
     seen: frozenset[str] = field(default_factory=frozenset)
     batch: tuple[str, ...] = ()
     seq: int = 0
+    at: float | None = None
+    recent: Mapping[str, float] = field(default_factory=dict)
+    pending: tuple[str, ...] = ()
 
     @classmethod
     def starting_at(cls, key: str) -> BronzeOffset:
@@ -116,6 +134,9 @@ class BronzeOffset:
             "lb": self.lb,
             "seen": by_day,
             "batch": list(self.batch),
+            "at": self.at,
+            "recent": dict(sorted(self.recent.items())),
+            "pending": list(self.pending),
         }
 
     @classmethod
@@ -135,11 +156,33 @@ class BronzeOffset:
             seen=seen,
             batch=tuple(str(k) for k in data.get("batch", ())),
             seq=int(data["seq"]),
+            at=None if data.get("at") is None else float(data["at"]),
+            recent={str(k): float(v) for k, v in (data.get("recent") or {}).items()},
+            pending=tuple(str(k) for k in data.get("pending", ())),
         )
 
     def is_unread(self, key: str) -> bool:
-        """Whether a listed file with this key is to be admitted: above ``hw``, or late in the window."""
-        return key > self.hw or (key >= self.lb and key not in self.seen)
+        """Whether a listed file with this key is to be admitted by its name: above ``hw``, late in
+        the window, or found late below it and not taken yet (files found by their time:
+        :meth:`landed_late`)."""
+        return key > self.hw or (key >= self.lb and key not in self.seen) or key in self.pending
+
+    def since(self) -> float | None:
+        """The oldest modification time a file below the window may have to count as landed since
+        this offset's listing; None when the offset has no listing time (nothing is found late)."""
+        return None if self.at is None else self.at - LANDING_SLACK_SECONDS
+
+    def landed_late(self, key: str, mtime: float) -> bool:
+        """Whether a file below the window with this modification time landed after this offset's
+        listing (and was not read already)."""
+        since = self.since()
+        return (
+            since is not None
+            and key < self.lb
+            and mtime >= since
+            and key not in self.recent
+            and key not in self.pending
+        )
 
 
 def plan_next(
@@ -148,6 +191,9 @@ def plan_next(
     *,
     max_files: int | None,
     late_minutes: float,
+    late: Iterable[str] = (),
+    mtimes: Mapping[str, float] | None = None,
+    at: float | None = None,
 ) -> BronzeOffset:
     """The offset ending the next micro-batch, or ``start`` itself when nothing is to be read.
 
@@ -157,21 +203,44 @@ def plan_next(
             or a prefix of them in key order holding more than ``max_files`` unread files).
         max_files: most files in the batch; None reads every unread file listed.
         late_minutes: the admission window (:func:`window_start`).
+        late: keys below the window that landed since ``start``'s listing
+            (:meth:`BronzeOffset.landed_late`).
+        mtimes: modification times of the listed and late keys (those missing count as old).
+        at: this listing's file system time (:attr:`BronzeOffset.at`); None keeps ``start.at``.
 
     Returns:
-        The new offset: its ``batch`` is the smallest unread keys, in key order.
+        The new offset: its ``batch`` is the smallest unread keys, in key order (late ones below
+        the window sort first).
     """
-    unread = sorted(k for k in set(listed) if start.is_unread(k))
+    found = set(late) - set(start.recent)
+    unread = sorted(k for k in set(listed) | found if start.is_unread(k) or k in found)
     if not unread:
         return start
     taken = unread if max_files is None else unread[:max_files]
     hw = max(start.hw, taken[-1])
     lb = max(start.lb, window_start(hw, late_minutes))
     left = unread[len(taken) :]
-    if left:
-        lb = min(lb, left[0])  # never move the window past a file known to be unread
+    in_window = [k for k in left if k >= start.lb]
+    if in_window:
+        lb = min(lb, in_window[0])  # never move the window past a file known to be unread
     seen = frozenset(k for k in (*start.seen, *taken) if lb <= k <= hw)
-    return BronzeOffset(hw=hw, lb=lb, seen=seen, batch=tuple(taken), seq=start.seq + 1)
+    now = start.at if at is None else max(at, start.at or at)
+    times = mtimes or {}
+    recent: dict[str, float] = {}
+    if now is not None:
+        since = now - LANDING_SLACK_SECONDS
+        candidates = {**start.recent, **{k: times[k] for k in taken if k in times}}
+        recent = {k: t for k, t in candidates.items() if t >= since}
+    return BronzeOffset(
+        hw=hw,
+        lb=lb,
+        seen=seen,
+        batch=tuple(taken),
+        seq=start.seq + 1,
+        at=now,
+        recent=recent,
+        pending=tuple(k for k in left if k < start.lb),
+    )
 
 
 def days_to_list(start: BronzeOffset, days: Iterable[str]) -> list[str]:
@@ -181,7 +250,13 @@ def days_to_list(start: BronzeOffset, days: Iterable[str]) -> list[str]:
 
 
 def seed_offset(
-    processed: Iterable[str], listed: Iterable[str], *, late_minutes: float, start_key: str = ""
+    processed: Iterable[str],
+    listed: Iterable[str],
+    *,
+    late_minutes: float,
+    start_key: str = "",
+    at: float | None = None,
+    mtimes: Mapping[str, float] | None = None,
 ) -> BronzeOffset:
     """The first offset of a checkpoint that takes over from one that read ``processed``.
 
@@ -194,6 +269,10 @@ def seed_offset(
         listed: keys of every bronze file now.
         late_minutes: the admission window.
         start_key: files below it were never meant to be read (a lookback); they stay unread.
+        at: the file system time of the listing (files landing after it are found late).
+        mtimes: modification times of (at least) the processed files that landed within
+            :data:`LANDING_SLACK_SECONDS` of ``at``: they go into ``recent``, so a processed file
+            below the window is not taken for a late one.
 
     Returns:
         The offset; :meth:`BronzeOffset.starting_at` ``start_key`` when nothing was processed.
@@ -206,4 +285,8 @@ def seed_offset(
     missing = sorted(k for k in listed if k not in done and start_key <= k <= hw)
     if missing:
         lb = min(lb, missing[0])
-    return BronzeOffset(hw=hw, lb=lb, seen=frozenset(k for k in done if lb <= k), seq=0)
+    recent = {}
+    if at is not None and mtimes:
+        since = at - LANDING_SLACK_SECONDS
+        recent = {k: t for k, t in mtimes.items() if k in done and t >= since}
+    return BronzeOffset(hw=hw, lb=lb, seen=frozenset(k for k in done if lb <= k), seq=0, at=at, recent=recent)

@@ -23,6 +23,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -65,15 +66,26 @@ def file_uri(bronze_root: str, key: str) -> str:
 
 def list_days(bronze_root: str) -> list[str]:
     """The days (``YYYY-MM-DD``) of the ``dt=`` folders under ``bronze_root``; one directory read."""
+    return sorted(day_times(bronze_root))
+
+
+def day_times(bronze_root: str) -> dict[str, float]:
+    """Each ``dt=`` folder's day and modification time: one directory read and one stat per folder.
+
+    A file landing in a folder is renamed into it, which sets the folder's time, so a folder whose
+    time is older than a listing has had no file land in it since.
+    """
     root = local_path(bronze_root)
     try:
         entries = os.scandir(root)
     except FileNotFoundError:
-        return []
+        return {}
     with entries:
-        return sorted(
-            e.name[len(DAY_PREFIX) :] for e in entries if e.name.startswith(DAY_PREFIX) and e.is_dir()
-        )
+        return {
+            e.name[len(DAY_PREFIX) :]: e.stat().st_mtime
+            for e in entries
+            if e.name.startswith(DAY_PREFIX) and e.is_dir()
+        }
 
 
 def list_day(bronze_root: str, day: str) -> list[str]:
@@ -90,14 +102,40 @@ def list_day(bronze_root: str, day: str) -> list[str]:
         ]
 
 
-def list_unread(
-    bronze_root: str, start: BronzeOffset, *, enough: int | None, only: frozenset[str] | None = None
-) -> list[str]:
-    """Unread keys (:meth:`BronzeOffset.is_unread`) from ``start.lb``'s day on, in key order.
+@dataclass
+class Listing:
+    """What a trigger's listing found (:func:`list_bronze`).
 
-    Folders are listed in day order and the listing stops after the folder that brings the count
-    above ``enough`` (later folders only hold greater keys), so a backlog of a year costs one
-    folder per batch, not the year.
+    Attributes:
+        unread: keys unread by name (:meth:`BronzeOffset.is_unread`), in key order.
+        late: keys below the admission window that landed since the offset's listing
+            (:meth:`BronzeOffset.landed_late`).
+        mtimes: modification times of the late files.
+        at: the file system time of this listing (the newest ``dt=`` folder's time).
+    """
+
+    unread: list[str] = field(default_factory=list)
+    late: list[str] = field(default_factory=list)
+    mtimes: dict[str, float] = field(default_factory=dict)
+    at: float | None = None
+
+    @property
+    def keys(self) -> list[str]:
+        """Every key to read, in key order."""
+        return sorted({*self.unread, *self.late})
+
+
+def list_bronze(
+    bronze_root: str, start: BronzeOffset, *, enough: int | None, only: frozenset[str] | None = None
+) -> Listing:
+    """The files a trigger may read: unread by name from ``start.lb``'s day on, and late ones below.
+
+    Folders from the window's day on are listed in day order, and the listing stops after the
+    folder that brings the count above ``enough`` (later folders only hold greater keys), so a
+    backlog of a year costs one folder per batch, not the year. A folder before the window's day
+    is listed only when its time says a file landed in it since ``start``'s listing (or it holds a
+    pending late file); in a listed folder, files below the window are stat'ed only then too
+    (:meth:`BronzeOffset.landed_late`).
 
     Args:
         bronze_root: ``Layout.bronze_root``.
@@ -105,16 +143,60 @@ def list_unread(
         enough: stop once more than this many are found; None lists every folder.
         only: keep only these keys (the snapshot of an available-now run).
     """
-    found: list[str] = []
-    for day in days_to_list(start, list_days(bronze_root)):
-        found.extend(
-            sorted(
-                k for k in list_day(bronze_root, day) if start.is_unread(k) and (only is None or k in only)
-            )
-        )
-        if enough is not None and len(found) > enough:
+    days = day_times(bronze_root)
+    listing = Listing(at=max(days.values()) if days else None)
+    since = start.since()
+    first = days_to_list(start, days)
+    changed = [d for d in sorted(days) if since is not None and days[d] >= since]
+    pending = [split_key(k)[0] for k in start.pending if split_key(k)[0] in days]
+    root = local_path(bronze_root)
+    for day in sorted({*first, *changed, *pending}):
+        look_late = since is not None and days[day] >= since
+        unread: list[str] = []
+        for k in list_day(bronze_root, day):
+            if only is not None and k not in only:
+                continue
+            if start.is_unread(k):
+                unread.append(k)
+            elif look_late and k < start.lb and k not in start.recent:
+                mtime = _mtime(root, k)
+                if mtime is not None and start.landed_late(k, mtime):
+                    listing.late.append(k)
+                    listing.mtimes[k] = mtime
+        listing.unread.extend(sorted(unread))
+        if enough is not None and day in first and len(listing.unread) > enough:
             break
-    return found
+    listing.late.sort()
+    return listing
+
+
+def list_unread(
+    bronze_root: str, start: BronzeOffset, *, enough: int | None, only: frozenset[str] | None = None
+) -> list[str]:
+    """Every key a trigger may read (:func:`list_bronze`), in key order."""
+    return list_bronze(bronze_root, start, enough=enough, only=only).keys
+
+
+def file_times(bronze_root: str, keys: Sequence[str]) -> dict[str, float]:
+    """Modification times of the files of ``keys`` (one stat each; a vanished file is left out)."""
+    root = local_path(bronze_root)
+    times = {k: _mtime(root, k) for k in keys}
+    return {k: t for k, t in times.items() if t is not None}
+
+
+def recent_file_times(bronze_root: str, days: Mapping[str, float], since: float) -> dict[str, float]:
+    """Times of the files at least as new as ``since``, looking only into folders changed since then
+    (a file is renamed into its folder after it is written, so it is never newer than its folder)."""
+    keys = [k for day, t in sorted(days.items()) if t >= since for k in list_day(bronze_root, day)]
+    return {k: t for k, t in file_times(bronze_root, keys).items() if t >= since}
+
+
+def _mtime(root: str, key: str) -> float | None:
+    day, name = split_key(key)
+    try:
+        return os.stat(os.path.join(root, f"{DAY_PREFIX}{day}", name)).st_mtime
+    except FileNotFoundError:
+        return None
 
 
 class BronzePartition(InputPartition):
@@ -175,11 +257,29 @@ class BronzeStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
             max_files = None
         if self.available_now and self.snapshot is None:
             self.snapshot = frozenset(list_unread(self.root, offset, enough=None))
-        unread = list_unread(self.root, offset, enough=max_files, only=self.snapshot)
-        end = plan_next(offset, unread, max_files=max_files, late_minutes=self.late_minutes)
+        listing = list_bronze(self.root, offset, enough=max_files, only=self.snapshot)
+        keys = listing.keys
+        # the times of the files this batch can take (for ``recent``), one stat each
+        mtimes = {**file_times(self.root, keys if max_files is None else keys[:max_files]), **listing.mtimes}
+        end = plan_next(
+            offset,
+            listing.unread,
+            max_files=max_files,
+            late_minutes=self.late_minutes,
+            late=listing.late,
+            mtimes=mtimes,
+            at=listing.at,
+        )
+        if listing.late:
+            logger.warning(
+                "bronze.late_files below the admission window, read by this trigger: %d (first %s)",
+                len(listing.late),
+                listing.late[0],
+            )
         logger.debug(
-            "bronze.listed unread=%d batch=%d seconds=%.3f",
-            len(unread),
+            "bronze.listed unread=%d late=%d batch=%d seconds=%.3f",
+            len(listing.unread),
+            len(listing.late),
             len(end.batch),
             time.monotonic() - began,
         )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from app.sources.bronze_offsets import (
+    LANDING_SLACK_SECONDS,
     BronzeOffset,
     day_key,
     key_time,
@@ -16,7 +18,7 @@ from app.sources.bronze_offsets import (
     seed_offset,
     window_start,
 )
-from app.sources.bronze_source import file_uri, list_unread
+from app.sources.bronze_source import file_uri, list_bronze, list_unread
 from app.sources.landing import bronze_file_name
 
 T0 = datetime(2026, 3, 1, 23, 0, tzinfo=UTC)
@@ -52,15 +54,68 @@ def test_plan_next_reads_the_smallest_unread_keys_first_and_nothing_when_idle():
     assert everything.batch == tuple(sorted(files))  # ReadAllAvailable: no limit
 
 
-def test_a_late_file_inside_the_window_is_read_once_and_one_below_it_is_not():
+def test_by_name_a_late_file_inside_the_window_is_read_once_and_one_below_it_is_not():
     files = [key(m) for m in range(0, 60, 10)]  # 0 .. 50 minutes
     offset, _ = run_triggers([files], max_files=None)
     assert offset.lb == window_start(key(50), 30) and key(19.9) < offset.lb <= key(20)  # 30 min before
     late = key(35, run="slowclk")  # a second ingester whose clock is 15 minutes behind
     too_late = key(15, run="restored")  # 35 minutes older than the newest file read
     offset, batches = run_triggers([[*files, late, too_late]] * 3, start=offset, max_files=None)
-    assert batches == [[late]]  # once, and never the one below the window
+    assert batches == [[late]]  # once; the one below the window is found by its time (below)
     assert late in offset.seen and too_late not in offset.seen
+
+
+def test_a_file_below_the_window_that_landed_since_the_last_listing_is_read_once():
+    files = [key(m) for m in range(0, 60, 10)]
+    at = 1_000_000.0  # the file system's time of the first listing
+    offset = plan_next(
+        BronzeOffset(), files, max_files=None, late_minutes=30, mtimes=dict.fromkeys(files, at), at=at
+    )
+    restored = key(5, run="restored")  # an hour-old page copied back by hand, below the window
+    assert restored < offset.lb
+    assert not offset.landed_late(restored, at - LANDING_SLACK_SECONDS - 1)  # it was there before
+    assert offset.landed_late(restored, at + 30)
+    assert not offset.landed_late(files[-1], at + 30)  # in the window: found by name, not by time
+    end = plan_next(
+        offset, files, max_files=2, late_minutes=30, late=[restored], mtimes={restored: at + 30}, at=at + 60
+    )
+    assert end.batch == (restored,) and (end.hw, end.lb) == (offset.hw, offset.lb)
+    assert end.recent[restored] == at + 30  # read: never found late again
+    assert not end.landed_late(restored, at + 30)
+    # once its time is older than the slack it leaves ``recent``, and cannot count as landed since
+    later = plan_next(
+        end, [*files, key(70)], max_files=None, late_minutes=30, mtimes={key(70): at + 900}, at=at + 900
+    )
+    assert restored not in later.recent and not later.landed_late(restored, at + 30)
+
+
+def test_late_files_below_the_window_beyond_the_batch_limit_wait_in_the_offset():
+    files = [key(m) for m in range(0, 60, 10)]
+    at = 1_000_000.0
+    offset = plan_next(BronzeOffset(), files, max_files=None, late_minutes=30, at=at)
+    restored = [key(m, run="restored") for m in (1, 2, 3)]
+    first = plan_next(
+        offset,
+        files,
+        max_files=2,
+        late_minutes=30,
+        late=restored,
+        mtimes=dict.fromkeys(restored, at + 5),
+        at=at + 10,
+    )
+    assert first.batch == tuple(restored[:2]) and first.pending == (restored[2],)
+    assert first.lb == offset.lb  # the window does not reach back to it (files below were read long ago)
+    assert first.is_unread(restored[2]) and not first.landed_late(restored[2], at + 5)
+    second = BronzeOffset.from_json(json.loads(json.dumps(first.to_json())))
+    assert second == first
+    third = plan_next(second, [*files, *restored], max_files=2, late_minutes=30, at=at + 20)
+    assert third.batch == (restored[2],) and third.pending == ()
+    assert plan_next(third, [*files, *restored], max_files=2, late_minutes=30, at=at + 30) is third
+
+
+def test_a_new_checkpoint_finds_nothing_late_before_its_first_listing():
+    assert BronzeOffset.starting_at("2026-03-02/").since() is None
+    assert not BronzeOffset.starting_at("2026-03-02/").landed_late(key(0), 2e9)
 
 
 def test_the_window_never_moves_past_a_file_known_to_be_unread():
@@ -144,3 +199,55 @@ def test_list_unread_lists_from_the_windows_day_and_stops_once_it_has_enough(tmp
         "file:" + str(tmp_path).replace(" ", "%20") + "/a%20b/dt=2026-03-02/x.json"
     )
     assert file_uri("dbfs:/lake/bronze", "2026-03-02/x.json") == "dbfs:/lake/bronze/dt=2026-03-02/x.json"
+
+
+def test_list_bronze_finds_a_restored_old_page_by_its_time_in_any_folder(tmp_path: Path):
+    root = tmp_path / "bronze"
+    old_day, today = "2026-03-01", "2026-03-02"
+    for day in (old_day, today):
+        (root / f"dt={day}").mkdir(parents=True)
+    long_ago = 1_000_000.0
+    for day, name in ((old_day, "a.json"), (today, "b.json"), (today, "c.json")):
+        path = root / f"dt={day}" / name
+        path.write_text("{}")
+        os.utime(path, (long_ago, long_ago))
+    for day in (old_day, today):
+        os.utime(root / f"dt={day}", (long_ago, long_ago))
+    # all three were read by the listing at ``long_ago`` (so they are recent); the window starts at b
+    start = BronzeOffset(
+        hw=f"{today}/c.json",
+        lb=f"{today}/b.json",
+        seen=frozenset({f"{today}/b.json", f"{today}/c.json"}),
+        at=long_ago,
+        recent={f"{old_day}/a.json": long_ago, f"{today}/b.json": long_ago, f"{today}/c.json": long_ago},
+    )
+    assert list_bronze(str(root), start, enough=None).keys == []  # nothing new: those were read
+    later = BronzeOffset(hw=start.hw, lb=start.lb, seen=start.seen, at=long_ago + 3600)
+    assert list_bronze(str(root), later, enough=None).keys == []  # folders unchanged since: not looked into
+    restored = root / f"dt={old_day}" / "restored.json"  # a page of an old day copied back now
+    restored.write_text("{}")
+    listing = list_bronze(str(root), start, enough=None)
+    assert listing.late == [f"{old_day}/restored.json"] and listing.unread == []
+    assert listing.at is not None and listing.at > long_ago
+    assert listing.mtimes[f"{old_day}/restored.json"] == restored.stat().st_mtime
+    read = plan_next(
+        start,
+        listing.unread,
+        max_files=None,
+        late_minutes=30,
+        late=listing.late,
+        mtimes=listing.mtimes,
+        at=listing.at,
+    )
+    assert read.batch == (f"{old_day}/restored.json",)
+    assert list_bronze(str(root), read, enough=None).keys == []  # read once
+
+
+def test_a_seed_keeps_the_processed_files_landed_just_before_it_as_read():
+    at = 1_000_000.0
+    committed = [key(m) for m in range(0, 120, 10)]  # two hours of files; the window is 30 minutes
+    times = {k: at - 60 for k in committed}  # all copied in a minute ago (a restored lake)
+    seed = seed_offset(committed, committed, late_minutes=30, at=at, mtimes=times)
+    assert committed[0] < seed.lb and set(seed.recent) == set(committed)
+    assert not any(seed.landed_late(k, times[k]) for k in committed)  # none is read again
+    assert seed_offset(committed, committed, late_minutes=30).since() is None
