@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -189,7 +190,8 @@ def seed_for(
     """The listing source's first offset after ``processed`` (:func:`seed_offset`), with the
     file system's time of this listing and the times of the files landed just before it."""
     folders = day_times(bronze_root)
-    at = max(folders.values()) if folders else None
+    known = [t for t in folders.values() if t != math.inf]
+    at = max(known) if known else None
     times = recent_file_times(bronze_root, folders, at - LANDING_SLACK_SECONDS) if at is not None else {}
     return seed_offset(processed, listed, late_minutes=late_minutes, start_key=start_key, at=at, mtimes=times)
 

@@ -17,17 +17,21 @@ ingester's time order. The offset (:class:`BronzeOffset`) is
 * ``at``, the bronze file system's time of the listing that made the offset: the newest
   modification time of a ``dt=`` folder (a file landing in a folder renames into it, which sets the
   folder's time). None until the first batch.
-* ``recent``, the keys read whose file's modification time is within :data:`LANDING_SLACK_SECONDS`
-  of ``at`` (with those times): at most the files landed in those seconds.
+* ``recent``, the keys read whose landing time is within :data:`LANDING_SLACK_SECONDS` of ``at``
+  (with those times): at most the files landed in those seconds. A file's **landing time** is the
+  later of its modification and status-change times: a rename sets the status-change time, and a
+  copy (even ``cp -p``) cannot set it back.
 * ``pending``, keys below ``lb`` found late that the batch could not take (``maxFilesPerTrigger``).
 
 **Below the window.** A file landing with a key below ``lb`` (more than ``late_minutes`` older
 than the newest file read: a copy of an old page restored by hand, a clock hours slow) is found by
-its modification time instead of its name: a trigger lists every folder changed since ``at`` and
-admits a file below ``lb`` whose time is at least ``at - LANDING_SLACK_SECONDS`` and which is not
-in ``recent`` (read already), so no landed file is skipped and none is read twice. The slack
-covers the gap between writing a file and renaming it into its folder, and clocks that differ
-between the hosts writing into bronze by less than that.
+its landing time instead of its name: a trigger looks into every folder changed since ``at`` and
+admits a file below ``lb`` whose landing time is at least ``at - LANDING_SLACK_SECONDS`` and which
+is not in ``recent`` (read already). A file that lands after a listing has a landing time at least
+that listing's ``at`` (both are the file system's own clock, whatever the writer's); one landed
+before it was visible to it, and was read or is still unread by name. So no landed file is skipped
+and none is read twice. The slack covers timestamps of a coarse clock tick and a file system that
+keeps only the modification time (the write before the rename).
 
 :func:`plan_next` takes the smallest unread keys first, so after a trigger no unread file that
 was listed sorts below ``hw``; only a file that appears later can be late.
@@ -37,14 +41,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 OFFSET_VERSION = 1
 # How much older than the last listing (file system time) a file found below the window may be and
-# still count as landed since: the write-to-rename gap and clock differences between writers.
-LANDING_SLACK_SECONDS = 300.0
+# still count as landed since: a coarse clock tick, and the write-to-rename gap where a file system
+# keeps no status-change time. ``recent`` holds the files read that landed within it.
+LANDING_SLACK_SECONDS = 2.0
 # ``coins_markets_<YYYYMMDDTHHMMSS><fff>Z_...`` (app.sources.landing.bronze_file_name).
 _LANDING_STAMP = re.compile(r"^coins_markets_(\d{8}T\d{6})(\d{3})Z_")
 LANDING_PREFIX = "coins_markets_"
@@ -168,12 +173,12 @@ class BronzeOffset:
         return key > self.hw or (key >= self.lb and key not in self.seen) or key in self.pending
 
     def since(self) -> float | None:
-        """The oldest modification time a file below the window may have to count as landed since
+        """The oldest landing time a file below the window may have to count as landed since
         this offset's listing; None when the offset has no listing time (nothing is found late)."""
         return None if self.at is None else self.at - LANDING_SLACK_SECONDS
 
     def landed_late(self, key: str, mtime: float) -> bool:
-        """Whether a file below the window with this modification time landed after this offset's
+        """Whether a file below the window with this landing time landed after this offset's
         listing (and was not read already)."""
         since = self.since()
         return (
@@ -194,6 +199,7 @@ def plan_next(
     late: Iterable[str] = (),
     mtimes: Mapping[str, float] | None = None,
     at: float | None = None,
+    known: Mapping[str, float] | None = None,
 ) -> BronzeOffset:
     """The offset ending the next micro-batch, or ``start`` itself when nothing is to be read.
 
@@ -205,8 +211,12 @@ def plan_next(
         late_minutes: the admission window (:func:`window_start`).
         late: keys below the window that landed since ``start``'s listing
             (:meth:`BronzeOffset.landed_late`).
-        mtimes: modification times of the listed and late keys (those missing count as old).
+        mtimes: landing times of the listed and late keys (those missing count as old).
         at: this listing's file system time (:attr:`BronzeOffset.at`); None keeps ``start.at``.
+        known: files below the window seen by this listing and not to be read (before a new
+            checkpoint's start, on its first listing), with their landing times: those within
+            the slack of ``at`` go into ``recent``, so a later listing does not take them for
+            late ones.
 
     Returns:
         The new offset: its ``batch`` is the smallest unread keys, in key order (late ones below
@@ -229,7 +239,7 @@ def plan_next(
     recent: dict[str, float] = {}
     if now is not None:
         since = now - LANDING_SLACK_SECONDS
-        candidates = {**start.recent, **{k: times[k] for k in taken if k in times}}
+        candidates = {**start.recent, **(known or {}), **{k: times[k] for k in taken if k in times}}
         recent = {k: t for k, t in candidates.items() if t >= since}
     return BronzeOffset(
         hw=hw,
@@ -270,9 +280,9 @@ def seed_offset(
         late_minutes: the admission window.
         start_key: files below it were never meant to be read (a lookback); they stay unread.
         at: the file system time of the listing (files landing after it are found late).
-        mtimes: modification times of (at least) the processed files that landed within
-            :data:`LANDING_SLACK_SECONDS` of ``at``: they go into ``recent``, so a processed file
-            below the window is not taken for a late one.
+        mtimes: landing times of (at least) the files that landed within
+            :data:`LANDING_SLACK_SECONDS` of ``at``: those the seed does not read (processed, or
+            below ``start_key``) go into ``recent``, so they are not taken for late ones.
 
     Returns:
         The offset; :meth:`BronzeOffset.starting_at` ``start_key`` when nothing was processed.
@@ -285,8 +295,10 @@ def seed_offset(
     missing = sorted(k for k in listed if k not in done and start_key <= k <= hw)
     if missing:
         lb = min(lb, missing[0])
-    recent = {}
-    if at is not None and mtimes:
-        since = at - LANDING_SLACK_SECONDS
-        recent = {k: t for k, t in mtimes.items() if k in done and t >= since}
-    return BronzeOffset(hw=hw, lb=lb, seen=frozenset(k for k in done if lb <= k), seq=0, at=at, recent=recent)
+    seed = BronzeOffset(hw=hw, lb=lb, seen=frozenset(k for k in done if lb <= k), seq=0, at=at)
+    if at is None or not mtimes:
+        return seed
+    # processed files, and older ones below a lookback, that landed within the slack: known, not late
+    since = at - LANDING_SLACK_SECONDS
+    recent = {k: t for k, t in mtimes.items() if t >= since and not seed.is_unread(k)}
+    return replace(seed, recent=recent)

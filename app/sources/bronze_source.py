@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -36,7 +37,14 @@ from pyspark.sql.streaming.datasource import (
 )
 
 from app.paths import local_path
-from app.sources.bronze_offsets import BronzeOffset, days_to_list, file_key, plan_next, split_key
+from app.sources.bronze_offsets import (
+    LANDING_SLACK_SECONDS,
+    BronzeOffset,
+    days_to_list,
+    file_key,
+    plan_next,
+    split_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +81,8 @@ def day_times(bronze_root: str) -> dict[str, float]:
     """Each ``dt=`` folder's day and modification time: one directory read and one stat per folder.
 
     A file landing in a folder is renamed into it, which sets the folder's time, so a folder whose
-    time is older than a listing has had no file land in it since.
+    time is older than a listing has had no file land in it since. Storage that keeps no folder
+    times (0) gives ``inf``: such a folder counts as changed at every listing.
     """
     root = local_path(bronze_root)
     try:
@@ -82,7 +91,7 @@ def day_times(bronze_root: str) -> dict[str, float]:
         return {}
     with entries:
         return {
-            e.name[len(DAY_PREFIX) :]: e.stat().st_mtime
+            e.name[len(DAY_PREFIX) :]: (e.stat().st_mtime or math.inf)
             for e in entries
             if e.name.startswith(DAY_PREFIX) and e.is_dir()
         }
@@ -110,14 +119,18 @@ class Listing:
         unread: keys unread by name (:meth:`BronzeOffset.is_unread`), in key order.
         late: keys below the admission window that landed since the offset's listing
             (:meth:`BronzeOffset.landed_late`).
-        mtimes: modification times of the late files.
+        mtimes: landing times of the late files.
         at: the file system time of this listing (the newest ``dt=`` folder's time).
+        known: on a new checkpoint's first listing (no ``at`` yet), the files below the window
+            that landed within the slack of ``at`` and are not to be read (a lookback's older
+            days), with their landing times (:func:`plan_next`'s ``known``).
     """
 
     unread: list[str] = field(default_factory=list)
     late: list[str] = field(default_factory=list)
     mtimes: dict[str, float] = field(default_factory=dict)
     at: float | None = None
+    known: dict[str, float] = field(default_factory=dict)
 
     @property
     def keys(self) -> list[str]:
@@ -144,10 +157,14 @@ def list_bronze(
         only: keep only these keys (the snapshot of an available-now run).
     """
     days = day_times(bronze_root)
-    listing = Listing(at=max(days.values()) if days else None)
+    known = [t for t in days.values() if t != math.inf]
+    listing = Listing(at=max(known) if known else None)
     since = start.since()
     first = days_to_list(start, days)
     changed = [d for d in sorted(days) if since is not None and days[d] >= since]
+    if since is None and listing.at is not None:  # the first listing: note what it leaves behind
+        listing.known = recent_file_times(bronze_root, days, listing.at - LANDING_SLACK_SECONDS)
+        listing.known = {k: t for k, t in listing.known.items() if not start.is_unread(k)}
     pending = [split_key(k)[0] for k in start.pending if split_key(k)[0] in days]
     root = local_path(bronze_root)
     for day in sorted({*first, *changed, *pending}):
@@ -178,7 +195,8 @@ def list_unread(
 
 
 def file_times(bronze_root: str, keys: Sequence[str]) -> dict[str, float]:
-    """Modification times of the files of ``keys`` (one stat each; a vanished file is left out)."""
+    """Landing times of the files of ``keys`` (:mod:`app.sources.bronze_offsets`: the later of the
+    modification and status-change times; one stat each; a vanished file is left out)."""
     root = local_path(bronze_root)
     times = {k: _mtime(root, k) for k in keys}
     return {k: t for k, t in times.items() if t is not None}
@@ -194,9 +212,10 @@ def recent_file_times(bronze_root: str, days: Mapping[str, float], since: float)
 def _mtime(root: str, key: str) -> float | None:
     day, name = split_key(key)
     try:
-        return os.stat(os.path.join(root, f"{DAY_PREFIX}{day}", name)).st_mtime
+        st = os.stat(os.path.join(root, f"{DAY_PREFIX}{day}", name))
     except FileNotFoundError:
         return None
+    return max(st.st_mtime, st.st_ctime)
 
 
 class BronzePartition(InputPartition):
@@ -269,6 +288,7 @@ class BronzeStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
             late=listing.late,
             mtimes=mtimes,
             at=listing.at,
+            known=listing.known,
         )
         if listing.late:
             logger.warning(

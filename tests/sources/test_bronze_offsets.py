@@ -18,7 +18,7 @@ from app.sources.bronze_offsets import (
     seed_offset,
     window_start,
 )
-from app.sources.bronze_source import file_uri, list_bronze, list_unread
+from app.sources.bronze_source import file_times, file_uri, list_bronze, list_unread
 from app.sources.landing import bronze_file_name
 
 T0 = datetime(2026, 3, 1, 23, 0, tzinfo=UTC)
@@ -74,19 +74,19 @@ def test_a_file_below_the_window_that_landed_since_the_last_listing_is_read_once
     restored = key(5, run="restored")  # an hour-old page copied back by hand, below the window
     assert restored < offset.lb
     assert not offset.landed_late(restored, at - LANDING_SLACK_SECONDS - 1)  # it was there before
-    assert offset.landed_late(restored, at + 30)
-    assert not offset.landed_late(files[-1], at + 30)  # in the window: found by name, not by time
+    assert offset.landed_late(restored, at + 1)
+    assert not offset.landed_late(files[-1], at + 1)  # in the window: found by name, not by time
     end = plan_next(
-        offset, files, max_files=2, late_minutes=30, late=[restored], mtimes={restored: at + 30}, at=at + 60
+        offset, files, max_files=2, late_minutes=30, late=[restored], mtimes={restored: at + 1}, at=at + 2
     )
     assert end.batch == (restored,) and (end.hw, end.lb) == (offset.hw, offset.lb)
-    assert end.recent[restored] == at + 30  # read: never found late again
-    assert not end.landed_late(restored, at + 30)
+    assert end.recent[restored] == at + 1  # read: never found late again
+    assert not end.landed_late(restored, at + 1)
     # once its time is older than the slack it leaves ``recent``, and cannot count as landed since
     later = plan_next(
         end, [*files, key(70)], max_files=None, late_minutes=30, mtimes={key(70): at + 900}, at=at + 900
     )
-    assert restored not in later.recent and not later.landed_late(restored, at + 30)
+    assert restored not in later.recent and not later.landed_late(restored, at + 1)
 
 
 def test_late_files_below_the_window_beyond_the_batch_limit_wait_in_the_offset():
@@ -204,50 +204,70 @@ def test_list_unread_lists_from_the_windows_day_and_stops_once_it_has_enough(tmp
 def test_list_bronze_finds_a_restored_old_page_by_its_time_in_any_folder(tmp_path: Path):
     root = tmp_path / "bronze"
     old_day, today = "2026-03-01", "2026-03-02"
-    for day in (old_day, today):
-        (root / f"dt={day}").mkdir(parents=True)
-    long_ago = 1_000_000.0
     for day, name in ((old_day, "a.json"), (today, "b.json"), (today, "c.json")):
-        path = root / f"dt={day}" / name
-        path.write_text("{}")
-        os.utime(path, (long_ago, long_ago))
-    for day in (old_day, today):
-        os.utime(root / f"dt={day}", (long_ago, long_ago))
-    # all three were read by the listing at ``long_ago`` (so they are recent); the window starts at b
-    start = BronzeOffset(
-        hw=f"{today}/c.json",
-        lb=f"{today}/b.json",
-        seen=frozenset({f"{today}/b.json", f"{today}/c.json"}),
-        at=long_ago,
-        recent={f"{old_day}/a.json": long_ago, f"{today}/b.json": long_ago, f"{today}/c.json": long_ago},
-    )
-    assert list_bronze(str(root), start, enough=None).keys == []  # nothing new: those were read
-    later = BronzeOffset(hw=start.hw, lb=start.lb, seen=start.seen, at=long_ago + 3600)
+        (root / f"dt={day}").mkdir(parents=True, exist_ok=True)
+        (root / f"dt={day}" / name).write_text("{}")
+
+    def read_all(start: BronzeOffset) -> BronzeOffset:
+        listing = list_bronze(str(root), start, enough=None)
+        times = {**file_times(str(root), listing.keys), **listing.mtimes}
+        return plan_next(
+            start,
+            listing.unread,
+            max_files=None,
+            late_minutes=30,
+            late=listing.late,
+            mtimes=times,
+            at=listing.at,
+        )
+
+    # a new checkpoint reads all three; the window then starts at the newest (no stamp: its day)
+    first = read_all(BronzeOffset())
+    assert first.batch == (f"{old_day}/a.json", f"{today}/b.json", f"{today}/c.json")
+    assert f"{old_day}/a.json" < first.lb and first.at is not None
+    assert set(first.recent) == set(first.batch)  # they landed within the slack of the listing
+    assert list_bronze(str(root), first, enough=None).keys == []  # nothing new: those were read
+    later = BronzeOffset(hw=first.hw, lb=first.lb, seen=first.seen, at=first.at + 100)
     assert list_bronze(str(root), later, enough=None).keys == []  # folders unchanged since: not looked into
-    restored = root / f"dt={old_day}" / "restored.json"  # a page of an old day copied back now
+
+    restored = root / f"dt={old_day}" / "a_restored.json"  # a page of an old day copied back by hand
     restored.write_text("{}")
-    listing = list_bronze(str(root), start, enough=None)
-    assert listing.late == [f"{old_day}/restored.json"] and listing.unread == []
-    assert listing.at is not None and listing.at > long_ago
-    assert listing.mtimes[f"{old_day}/restored.json"] == restored.stat().st_mtime
-    read = plan_next(
-        start,
-        listing.unread,
-        max_files=None,
-        late_minutes=30,
-        late=listing.late,
-        mtimes=listing.mtimes,
-        at=listing.at,
-    )
-    assert read.batch == (f"{old_day}/restored.json",)
-    assert list_bronze(str(root), read, enough=None).keys == []  # read once
+    os.utime(restored, (1_000_000.0, 1_000_000.0))  # cp -p: an old modification time
+    listing = list_bronze(str(root), first, enough=None)
+    assert listing.late == [f"{old_day}/a_restored.json"] and listing.unread == []
+    assert listing.mtimes[f"{old_day}/a_restored.json"] == restored.stat().st_ctime  # its landing time
+    second = read_all(first)
+    assert second.batch == (f"{old_day}/a_restored.json",)
+    assert list_bronze(str(root), second, enough=None).keys == []  # read once
 
 
 def test_a_seed_keeps_the_processed_files_landed_just_before_it_as_read():
     at = 1_000_000.0
     committed = [key(m) for m in range(0, 120, 10)]  # two hours of files; the window is 30 minutes
-    times = {k: at - 60 for k in committed}  # all copied in a minute ago (a restored lake)
+    times = {k: at - 1 for k in committed}  # all copied in just before the listing (a restored lake)
     seed = seed_offset(committed, committed, late_minutes=30, at=at, mtimes=times)
     assert committed[0] < seed.lb and set(seed.recent) == set(committed)
     assert not any(seed.landed_late(k, times[k]) for k in committed)  # none is read again
     assert seed_offset(committed, committed, late_minutes=30).since() is None
+
+
+def test_a_file_before_a_new_checkpoints_start_is_not_taken_for_a_late_one(tmp_path: Path):
+    root = tmp_path / "bronze"
+    for day, name in (("2026-03-01", "old.json"), ("2026-03-02", "new.json")):
+        (root / f"dt={day}").mkdir(parents=True)
+        (root / f"dt={day}" / name).write_text("{}")
+    start = BronzeOffset.starting_at("2026-03-02/")  # a lookback: the older day is not to be read
+    listing = list_bronze(str(root), start, enough=None)
+    assert listing.unread == ["2026-03-02/new.json"] and listing.late == []
+    assert set(listing.known) == {"2026-03-01/old.json"}  # it landed just before: remembered
+    first = plan_next(
+        start,
+        listing.unread,
+        max_files=None,
+        late_minutes=30,
+        mtimes=file_times(str(root), listing.keys),
+        at=listing.at,
+        known=listing.known,
+    )
+    assert first.batch == ("2026-03-02/new.json",) and "2026-03-01/old.json" in first.recent
+    assert list_bronze(str(root), first, enough=None).keys == []  # never read, never late
