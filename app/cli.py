@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "replay",
     "quarantine_file",
     "verify",
+    "maintain",
     "status",
     "report",
     "demo",

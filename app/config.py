@@ -137,9 +137,27 @@ class Settings(BaseSettings):
     max_files_per_trigger: int = Field(default=100, ge=1)
     """Bronze files per micro-batch."""
     bronze_lookback_days: int = Field(default=0, ge=0)
-    """Only list bronze date folders this many days back (0: all of them)."""
+    """``files`` source: only list bronze date folders this many days back (0: all of them);
+    ``listing`` source: a new checkpoint starts this many days back (0: at the first file)."""
+    bronze_source: Literal["listing", "files"] = "listing"
+    """How the stream reads bronze: ``listing`` (a trigger lists only the folders from the admission
+    window's day on; bounded checkpoint state) or ``files`` (Spark's file source: lists all of bronze
+    on every trigger and logs every file read, for storage plain Python file I/O cannot reach)."""
+    bronze_late_minutes: float = Field(default=60.0, ge=0)
+    """``listing`` source, the admission window: a file landing late whose fetch time (in its name) is
+    at most this many minutes older than the newest file read is found by its name, an older one by
+    its modification time; both are read. The offset keeps the names read in the window."""
     optimize_every_batches: int = Field(default=100, ge=0)
     """Compact the Delta tables' small files (OPTIMIZE) after every N-th batch (0: never)."""
+    delta_log_retention_days: int = Field(default=30, ge=1)
+    """Delta ``logRetentionDuration`` of every pipeline table, in days: how long the transaction log
+    (and so time travel) reaches back; log files older than this are removed at checkpoints."""
+    delta_deleted_file_retention_hours: int = Field(default=168, ge=168)
+    """Delta ``deletedFileRetentionDuration``, in hours (at least 168, Delta's own safety floor):
+    ``coinlake maintain``'s VACUUM keeps files removed more recently than this. A batch re-run after
+    a crash reads silver at the version before it, so this bounds how long a stream may stay down."""
+    delta_checkpoint_interval: int = Field(default=10, ge=1)
+    """Delta ``checkpointInterval``: commits between two Delta log checkpoints of a table."""
     working_set_lookback_hours: int = Field(default=6, ge=0, le=24 * 366)
     """Silver history a batch reads before its earliest day, in hours: it must hold the W+1 versions
     the z-scores need; a key with fewer there is read further back (extra Spark jobs)."""

@@ -178,6 +178,16 @@ def stream_progress(layout: Layout, bronze_paths: set[str]) -> dict[str, Any]:
     ckpt = local_path(layout.checkpoint())
     committed = [b for b, _ in _numbered_files(os.path.join(ckpt, "commits"))]
     last_commit = committed[-1] if committed else None
+    if not os.path.isdir(os.path.join(ckpt, "sources", "0")):
+        listing = _listing_progress(ckpt, last_commit, bronze_paths)
+        if listing is not None:
+            return {
+                "checkpoint": layout.checkpoint(),
+                "exists": True,
+                "query_id": _query_id(ckpt),
+                "last_committed_batch": last_commit,
+                **listing,
+            }
     planned: dict[str, int] = {}
     for _, path in _numbered_files(os.path.join(ckpt, "sources", "0")):
         try:
@@ -202,6 +212,43 @@ def stream_progress(layout: Layout, bronze_paths: set[str]) -> dict[str, Any]:
         "in_flight_files": len(in_flight),
         "pending_files": len(bronze_paths - set(planned)),
     }
+
+
+def _listing_progress(ckpt: str, last_commit: int | None, bronze_paths: set[str]) -> dict[str, Any] | None:
+    """File counts of a checkpoint of the listing source (:mod:`app.sources.bronze_source`).
+
+    A file is processed when the committed offset no longer counts it unread, in flight when a
+    logged but uncommitted batch holds it, pending otherwise. None when the offset log holds no
+    offset of that source.
+    """
+    from app.sources.bronze_offsets import BronzeOffset, file_key
+
+    offsets = _numbered_files(os.path.join(ckpt, "offsets"))
+    if not offsets:
+        return None
+    parsed: dict[int, BronzeOffset] = {}
+    for batch, path in offsets:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                lines = fh.read().splitlines()
+            parsed[batch] = BronzeOffset.from_json(json.loads(lines[2]))
+        except (OSError, ValueError, IndexError, KeyError):
+            continue
+    if not parsed:
+        return None
+    done = parsed.get(last_commit) if last_commit is not None else None
+    in_flight_keys = {k for b, o in parsed.items() if last_commit is None or b > last_commit for k in o.batch}
+    counts = {"processed_files": 0, "in_flight_files": 0, "pending_files": 0}
+    for path in bronze_paths:
+        folder, name = os.path.split(path)
+        key = file_key(os.path.basename(folder).removeprefix("dt="), name)
+        if key in in_flight_keys:
+            counts["in_flight_files"] += 1
+        elif done is not None and not done.is_unread(key):
+            counts["processed_files"] += 1
+        else:
+            counts["pending_files"] += 1
+    return counts
 
 
 def _query_id(ckpt: str) -> str | None:
@@ -279,6 +326,17 @@ def metadata_summary(spark: SparkSession, layout: Layout) -> tuple[dict[str, Any
         .first()
     )
     batches: dict[str, Any] = {"last_batch_id": None, "last_batch_at": None, "last_status": None}
+    # The bronze source's share of the last recorded trigger: Spark's latestOffset (the listing).
+    trigger_row = (
+        meta_df.where(F.lower(F.coalesce("kind", F.lit(""))) == "progress")
+        .where(F.col("durations_ms").getItem("latestOffset").isNotNull())
+        .orderBy(when.desc_nulls_last())
+        .select(F.col("durations_ms").getItem("latestOffset").alias("ms"), when.alias("at"))
+        .first()
+    )
+    source: dict[str, Any] = {"last_source_ms": None, "last_source_at": None}
+    if trigger_row is not None:
+        source = {"last_source_ms": int(trigger_row["ms"]), "last_source_at": _iso(trigger_row["at"])}
     if batch_row is not None:
         batches = {
             "last_batch_id": batch_row["batch_id"],
@@ -288,6 +346,7 @@ def metadata_summary(spark: SparkSession, layout: Layout) -> tuple[dict[str, Any
             "last_records_read": batch_row["records_read"],
             "last_run_id": batch_row["run_id"],
         }
+    batches.update(source)
     err_row = (
         meta_df.where(
             F.col("error_message").isNotNull()

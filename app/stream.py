@@ -9,6 +9,7 @@ file present at start, in batches of ``max_files_per_trigger``, then stops) or o
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 import threading
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Literal
 from app.batch.handler import BatchHandler, BatchTotals
 from app.errors import ConfigError, PipelineError
 from app.logs import log_event
-from app.paths import STREAM_QUERY_NAME
+from app.paths import STREAM_QUERY_NAME, local_path
 from app.sources.bronze import read_bronze_stream
 
 if TYPE_CHECKING:
@@ -123,17 +124,26 @@ def start_stream(
     replay passes its own folder. ``bronze_days`` lists only those ``dt=`` folders (a replay from
     a day); by default the lookback setting decides.
     """
+    from app.sinks.delta.maintenance import maintenance_conf
+
+    for key, value in maintenance_conf(settings).items():  # the tables' retention and checkpoint interval
+        spark.conf.set(key, value)
     handler.prepare(spark)  # every table the batches write, once, before the first batch
+    checkpoint = checkpoint or layout.checkpoint(STREAM_QUERY_NAME)
+    seed_file = prepare_checkpoint(settings, layout, checkpoint, bronze_days=bronze_days)
     source_df = read_bronze_stream(
         spark,
         layout.bronze_root,
         max_files_per_trigger=settings.max_files_per_trigger,
         lookback_days=settings.bronze_lookback_days,
         days=bronze_days,
+        source=settings.bronze_source,
+        late_minutes=settings.bronze_late_minutes,
+        seed_file=seed_file,
     )
     writer = (
         source_df.writeStream.queryName(STREAM_QUERY_NAME)
-        .option("checkpointLocation", checkpoint or layout.checkpoint(STREAM_QUERY_NAME))
+        .option("checkpointLocation", checkpoint)
         .foreachBatch(handler)
     )
     if trigger == "available-now":
@@ -143,6 +153,41 @@ def start_stream(
     else:
         raise ConfigError(f"--trigger: expected available-now or interval, found {trigger!r}")
     return writer.start()
+
+
+def prepare_checkpoint(
+    settings: Settings, layout: Layout, checkpoint: str, *, bronze_days: Sequence[str] | None = None
+) -> str | None:
+    """Make ``checkpoint`` readable by the configured bronze source; returns a migration's seed file.
+
+    The listing source takes over a checkpoint written by Spark's file source in place
+    (:mod:`app.sources.bronze_migration`); the file source cannot read a listing checkpoint, so
+    that combination stops with a message.
+
+    Raises:
+        ConfigError: ``COINLAKE_BRONZE_SOURCE=files`` on a checkpoint written by the listing source.
+    """
+    from app.sources.bronze_migration import is_listing_checkpoint, migrate_checkpoint, seed_file
+
+    if settings.bronze_source == "files":
+        if is_listing_checkpoint(checkpoint):
+            raise ConfigError(
+                f"the checkpoint {checkpoint} was written by the listing bronze source; the file "
+                f"source cannot resume it: unset COINLAKE_BRONZE_SOURCE (or set it to listing), or "
+                f"start over with `coinlake replay --from-scratch`"
+            )
+        return None
+    from app.sources.bronze import start_key
+
+    # Logged as bronze.checkpoint_migrated (where the old checkpoint went, files committed).
+    migrate_checkpoint(
+        checkpoint,
+        layout.bronze_root,
+        late_minutes=settings.bronze_late_minutes,
+        start_key=start_key(lookback_days=settings.bronze_lookback_days, days=bronze_days),
+    )
+    seed = seed_file(checkpoint)
+    return seed if os.path.exists(local_path(seed)) else None
 
 
 def run_stream(

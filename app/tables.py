@@ -295,9 +295,17 @@ def ensure_table(spark: SparkSession, name: str, path: str) -> None:
     partitions = table_spec(name).partitions
     if partitions:
         builder = builder.partitionedBy(*partitions)
-    for key, value in table_properties(name).items():
+    for key, value in _wanted_properties(spark, name).items():
         builder = builder.property(key, value)
     builder.execute()
+
+
+def _wanted_properties(spark: SparkSession, name: str) -> dict[str, str]:
+    """:func:`table_properties` plus the maintenance settings the session carries (log and file
+    retention, checkpoint interval: :mod:`app.sinks.delta.maintenance`)."""
+    from app.sinks.delta.maintenance import session_maintenance_properties
+
+    return {**table_properties(name), **session_maintenance_properties(spark)}
 
 
 def _set_changed_properties(spark: SparkSession, name: str, path: str) -> None:
@@ -310,7 +318,7 @@ def _set_changed_properties(spark: SparkSession, name: str, path: str) -> None:
 
     detail = DeltaTable.forPath(spark, path).detail().select("properties").first()
     current = dict(detail["properties"] or {}) if detail is not None else {}
-    changed = {k: v for k, v in table_properties(name).items() if current.get(k) != v}
+    changed = {k: v for k, v in _wanted_properties(spark, name).items() if current.get(k) != v}
     if changed:
         assignments = ", ".join(f"'{k}' = '{v}'" for k, v in sorted(changed.items()))
         location = path.replace("`", "``")

@@ -14,6 +14,9 @@ Sections, all in one process and one SparkSession:
   snapshots with every batch's kernels on the executors (``kernel_driver_max_rows=0``), reported;
 * warehouse: SQL statements and round trips per batch for 10, 1,000 and 10,000 changed rows;
 * ingest: API calls per cycle for 10,000 coins and the 429s our own client caused;
+* age (only when asked: ``--sections age``): idle trigger time over ``--age-sizes`` bronze files
+  already processed, checkpoint bytes per 100 batches, and the freshness of a new snapshot on the
+  oldest lake against a fresh one; the file source (before) beside the listing source (after);
 * soak (only when asked: ``--sections soak``): ``--soak-batches`` interval-trigger batches of one
   small snapshot each, sampling driver memory, descriptors, the checkpoint and the Delta logs;
   growth per 100 batches after the warm-up (reported, not a target).
@@ -37,8 +40,8 @@ from bench import sections
 from bench.report import Report
 
 DEFAULT_SECTIONS = ("throughput", "steady", "scale", "warehouse", "ingest")
-SECTIONS = (*DEFAULT_SECTIONS, "soak")
-SPARK_SECTIONS = {"throughput", "steady", "scale", "soak"}
+SECTIONS = (*DEFAULT_SECTIONS, "soak", "age")
+SPARK_SECTIONS = {"throughput", "steady", "scale", "soak", "age"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,6 +98,38 @@ def _parser() -> argparse.ArgumentParser:
         "next checkpoints must delete them (Delta keeps 30 days of log); 0: never",
     )
     p.add_argument("--soak-interval", default="1s", help="soak: trigger interval")
+    p.add_argument(
+        "--age-sizes",
+        default="0,14400,100000,500000",
+        help="age: bronze files already processed (zero-byte, one a minute: 500,000 is about a year)",
+    )
+    p.add_argument(
+        "--age-before-max",
+        type=int,
+        default=14_400,
+        help="age: largest size the file source (before) is measured at (its idle trigger lists all of "
+        "bronze: 22.5 s at 14,400 files in the issue's probe)",
+    )
+    p.add_argument("--age-triggers", type=int, default=5, help="age: idle triggers measured per size")
+    p.add_argument(
+        "--age-growth-batches",
+        type=int,
+        default=300,
+        help="age: one-file batches for checkpoint growth (0: skip)",
+    )
+    p.add_argument(
+        "--age-growth-warmup",
+        type=int,
+        default=170,
+        help="age: batches before the first checkpoint size: Spark keeps the last 100 batches' offsets and "
+        "commits, and the listing source's offset grows until its window holds COINLAKE_BRONZE_LATE_MINUTES "
+        "(60) of the one-a-minute files, so its size is steady from batch 160 on",
+    )
+    p.add_argument("--age-coins", type=int, default=1000, help="age: records of the freshness snapshot")
+    p.add_argument("--age-snapshots", type=int, default=3, help="age: measured snapshots per lake (p50)")
+    p.add_argument(
+        "--age-no-freshness", dest="age_freshness", action="store_false", help="age: skip the pipeline runs"
+    )
     p.add_argument("--master", default="local[2]", help="Spark master")
     p.add_argument("--shuffle-partitions", type=int, default=2)
     p.add_argument(
@@ -115,7 +150,9 @@ def _targets() -> str:
         f"end/start <= {t.TARGET_END_OVER_START} with silver >= 1M rows, "
         f"<= {t.TARGET_JOBS_PER_BATCH} Spark jobs per batch (start p50); scale p50 <= "
         f"{t.TARGET_SCALE_RATIO}x the steady start p50; warehouse statements constant; ingest "
-        "40 calls per vs currency for 10,000 coins, 0 self-caused 429s."
+        "40 calls per vs currency for 10,000 coins, 0 self-caused 429s; age (listing source): idle "
+        f"trigger <= {t.TARGET_IDLE_TRIGGER_SECONDS} s at every size, checkpoint <= "
+        f"{t.TARGET_CHECKPOINT_KB_PER_100} KB per 100 batches, freshness <= {t.TARGET_FRESHNESS_RATIO}x a fresh lake."
     )
 
 
@@ -134,6 +171,14 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> se
         )
     if min(args.scale_coins, args.scale_repeats) < 1:
         parser.error("--scale-coins and --scale-repeats must be positive")
+    if (
+        0 < args.age_growth_batches <= args.age_growth_warmup
+        or min(args.age_triggers, args.age_snapshots) < 1
+    ):
+        parser.error(
+            "--age-growth-batches must be 0 (skip) or exceed --age-growth-warmup; "
+            "--age-triggers and --age-snapshots positive"
+        )
     if args.soak_age_logs_at < 0:
         parser.error("--soak-age-logs-at must be 0 (never) or a batch number")
     if not 1 <= args.soak_coins <= 250 or min(args.soak_batches, args.soak_sample_every) < 1:
@@ -150,6 +195,8 @@ def _smoke(args: argparse.Namespace) -> None:
     args.ingest_coins = 600
     args.soak_coins, args.soak_batches, args.soak_sample_every, args.soak_warmup = 5, 3, 1, 1
     args.soak_age_logs_at = 2
+    args.age_sizes, args.age_before_max, args.age_triggers = "0,200", 200, 2
+    args.age_growth_batches, args.age_growth_warmup, args.age_coins, args.age_snapshots = 12, 4, 20, 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         sections.ingest(args, work, report)
     if "soak" in chosen:
         sections.soak(spark, args, work, report)
+    if "age" in chosen:
+        sections.age(spark, args, work, report)
 
     report.results["finished_at"] = datetime.now(UTC).isoformat()
     print("\n".join(report.lines))

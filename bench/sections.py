@@ -284,3 +284,90 @@ def soak(spark: SparkSession, args: argparse.Namespace, work: str, report: Repor
     if SILVER in cleanup and res.batches - res.logs_aged_after >= 10:  # silver checkpoints every 10 commits
         then, lowest = cleanup[SILVER]
         report.check("soak silver logs after cleanup", lowest, f"< {then} (aged)", lowest < then)
+
+
+TARGET_IDLE_TRIGGER_SECONDS = 0.5
+TARGET_FRESHNESS_RATIO = 1.2
+TARGET_CHECKPOINT_KB_PER_100 = 10.0
+
+
+def age(spark: SparkSession, args: argparse.Namespace, work: str, report: Report) -> None:
+    """Idle trigger, freshness and checkpoint growth on an old lake: the file source (before) and
+    the listing source (after), in the same run (bench/age.py)."""
+    from bench.age import checkpoint_growth, freshness, idle_triggers
+    from bench.spark_runs import p50
+
+    sizes = [int(s) for s in args.age_sizes.split(",") if s.strip()]
+    results: dict[str, object] = {"sizes": sizes, "idle": [], "growth": {}, "freshness": {}}
+    report.line(
+        f"Age: idle triggers ({args.age_triggers} each; file source up to {args.age_before_max:,} files):"
+    )
+    for files in sizes:
+        for source in ("files", "listing"):
+            if source == "files" and files > args.age_before_max:
+                continue
+            res = idle_triggers(
+                spark,
+                os.path.join(work, "age", f"lake_{files}"),
+                files,
+                source=source,
+                triggers=args.age_triggers,
+            )
+            results["idle"].append(asdict(res))  # type: ignore[attr-defined]
+            trigger, listing = p50(res.trigger_s), p50(res.listing_s)
+            report.line(
+                f"  {source:<8} {files:>9,} files processed: idle trigger p50 {trigger:.3f} s (listing {listing:.3f} s)"
+            )
+            name = f"age idle {source} {f'{files // 1000}k' if files >= 1000 else files}"
+            if source == "listing":
+                report.at_most(name, trigger, TARGET_IDLE_TRIGGER_SECONDS)
+            else:
+                report.check(f"{name} (before)", trigger)
+    for source in ("files", "listing") if args.age_growth_batches else ():
+        before, after, per_100 = checkpoint_growth(
+            spark,
+            os.path.join(work, "age", "growth"),
+            source=source,
+            batches=args.age_growth_batches,
+            warmup=args.age_growth_warmup,
+        )
+        results["growth"][source] = {
+            "bytes_after_warmup": before,
+            "bytes_at_end": after,
+            "kb_per_100": per_100 / 1024,
+        }  # type: ignore[index]
+        report.line(
+            f"  checkpoint {source:<8} {before:,} -> {after:,} bytes over batches "
+            f"{args.age_growth_warmup}..{args.age_growth_batches}: {per_100 / 1024:+.2f} KB per 100 batches"
+        )
+        name = f"age ckpt KB/100 {source}"
+        if source == "listing":
+            report.at_most(name, per_100 / 1024, TARGET_CHECKPOINT_KB_PER_100)
+        else:
+            report.check(f"{name} (before)", per_100 / 1024)
+    if args.age_freshness:
+        aged = max(sizes)
+        fresh = freshness(
+            spark,
+            os.path.join(work, "age", "lake_0"),
+            processed=0,
+            coins=args.age_coins,
+            shuffle_partitions=args.shuffle_partitions,
+            snapshots=args.age_snapshots,
+        )
+        old = freshness(
+            spark,
+            os.path.join(work, "age", f"lake_{aged}"),
+            processed=aged,
+            coins=args.age_coins,
+            shuffle_partitions=args.shuffle_partitions,
+            snapshots=args.age_snapshots,
+        )
+        results["freshness"] = {"fresh_s": fresh, "aged_s": old, "aged_files": aged}
+        report.line(
+            f"  freshness ({args.age_coins:,} records landed -> batch done, p50 of {len(fresh)}): "
+            f"fresh lake {p50(fresh):.2f} s {[round(x, 1) for x in fresh]}, "
+            f"{aged:,} files processed {p50(old):.2f} s {[round(x, 1) for x in old]}"
+        )
+        report.at_most("age freshness aged/fresh", p50(old) / p50(fresh), TARGET_FRESHNESS_RATIO)
+    report.results["age"] = results

@@ -115,14 +115,15 @@ def _checkpoint_files(path: str) -> dict[str, int]:
 
 
 def _replayed_files(checkpoint: str) -> list[str]:
-    """Every file the replay's file source read, from its log (``sources/0``)."""
-    log = os.path.join(checkpoint, "sources", "0")
+    """Every file the replay's bronze source read: the ``batch`` of each offset it logged."""
+    log = os.path.join(checkpoint, "offsets")
     paths = set()
     for name in os.listdir(log):
         if name.startswith("."):
             continue
         with open(os.path.join(log, name), encoding="utf-8") as fh:
-            paths.update(json.loads(line)["path"] for line in fh.read().splitlines()[1:] if line.strip())
+            offset = json.loads(fh.read().splitlines()[2])
+        paths.update(f"file://{offset['root']}/dt={key}" for key in offset["batch"])
     return sorted(paths)
 
 

@@ -95,6 +95,41 @@ def test_stream_progress_reads_compacted_logs(tmp_path):
     assert progress["processed_files"] == 3 and progress["pending_files"] == 0
 
 
+def test_stream_progress_reads_the_listing_sources_offsets(tmp_path):
+    from app.sources.bronze_offsets import BronzeOffset
+
+    layout = Layout.from_root(str(tmp_path))
+    a, b, c, d = (_bronze(layout, "2026-01-01", f"{n}.json") for n in "abcd")
+    late = _bronze(layout, "2026-01-01", "aa.json")  # landed after b was read, below the high water
+    ckpt = layout.checkpoint()
+    os.makedirs(os.path.join(ckpt, "offsets"))
+    os.makedirs(os.path.join(ckpt, "commits"))
+    first = BronzeOffset(
+        hw="2026-01-01/b.json",
+        lb="2026-01-01/",
+        seen=frozenset({"2026-01-01/a.json", "2026-01-01/b.json"}),
+        batch=("2026-01-01/a.json", "2026-01-01/b.json"),
+        seq=1,
+    )
+    second = BronzeOffset(
+        hw="2026-01-01/c.json",
+        lb="2026-01-01/",
+        seen=first.seen | {"2026-01-01/c.json"},
+        batch=("2026-01-01/c.json",),
+        seq=2,
+    )
+    for batch, offset in enumerate((first, second)):
+        with open(os.path.join(ckpt, "offsets", str(batch)), "w") as fh:
+            fh.write("v1\n{}\n" + json.dumps(offset.to_json()) + "\n")
+    with open(os.path.join(ckpt, "commits", "0"), "w") as fh:
+        fh.write("v1\n{}\n")
+
+    progress = stream_progress(layout, {os.path.abspath(p) for p in (a, b, c, d, late)})
+
+    assert progress["last_committed_batch"] == 0
+    assert (progress["processed_files"], progress["in_flight_files"], progress["pending_files"]) == (2, 1, 2)
+
+
 def test_ingest_summary_finds_last_cycle_and_last_error(tmp_path):
     layout = Layout.from_root(str(tmp_path))
     os.makedirs(layout.logs_dir)

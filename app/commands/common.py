@@ -29,6 +29,7 @@ def layout_of(settings: Settings) -> Layout:
 
 def spark_from_settings(settings: Settings, app_name: str = "coinlake") -> SparkSession:
     """Build the session the way every command does."""
+    from app.sinks.delta.maintenance import maintenance_conf
     from app.spark import build_spark
 
     return build_spark(
@@ -38,4 +39,5 @@ def spark_from_settings(settings: Settings, app_name: str = "coinlake") -> Spark
         ui=settings.spark_ui,
         driver_memory=settings.driver_memory,
         ivy_dir=settings.ivy_dir,
+        extra_conf=maintenance_conf(settings),
     )

@@ -151,6 +151,11 @@ def format_status(status: dict[str, Any]) -> str:
             f"last batch  {batches['last_batch_id']} at {batches['last_batch_at']} "
             f"({batches.get('last_status')}, {batches.get('last_records_read')} records)"
         )
+    if batches.get("last_source_ms") is not None:
+        lines.append(
+            f"source      last trigger's bronze listing {batches['last_source_ms'] / 1000:.3f} s "
+            f"at {batches['last_source_at']}"
+        )
     lines += ["", "tables"]
     for name, info in status["tables"].items():
         if not info["exists"]:

@@ -9,7 +9,17 @@ from app.commands.common import layout_of, settings_from_args, spark_from_settin
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("stream", help="run the bronze -> silver streaming query")
+    parser = sub.add_parser(
+        "stream",
+        help="run the bronze -> silver streaming query",
+        description=(
+            "Run the bronze -> silver streaming query (checkpoint checkpoints/bronze_to_silver). Bronze is "
+            "read as COINLAKE_BRONZE_SOURCE says: listing (default; a trigger lists only the folders "
+            "from the admission window's day on, COINLAKE_BRONZE_LATE_MINUTES) or files (Spark's file "
+            "source). A checkpoint written by the file source is moved over to the listing source on "
+            "the first start (README, 'Reading bronze')."
+        ),
+    )
     parser.add_argument(
         "--trigger",
         choices=("available-now", "interval"),

@@ -1,11 +1,12 @@
 """The bronze read side: explicit schemas of the page envelope and of a record, and the stream reader.
 
 Each bronze file is one JSON page (docs/DESIGN.md, section 1). The stream reads every file as one
-whole text value (``text`` with ``wholetext``) and parses it afterwards with :data:`ENVELOPE_DDL`
+whole text value (the listing source of :mod:`app.sources.bronze_source` by default, or Spark's
+``text`` source with ``wholetext``) and parses it afterwards with :data:`ENVELOPE_DDL`
 through ``from_json``: a file that is not JSON, is truncated or has a malformed envelope keeps its
 raw text and lands in quarantine with a reason instead of being dropped by a JSON reader.
 
-Spark's file scan skips zero-byte files whatever the format (``text`` and ``binaryFile`` alike: they
+The listing source reads zero-byte files as ``""`` itself. Spark's file scan skips them whatever the format (``text`` and ``binaryFile`` alike: they
 are listed and counted in a batch, never read), so :func:`with_empty_files` adds an empty-text row
 for each of them; the parser names it ``file is empty`` and it is quarantined like any other
 unusable file.
@@ -23,11 +24,12 @@ import json
 import logging
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from pyspark.sql import functions as F
 
+from app.errors import ConfigError
 from app.logs import log_event
 from app.tables import COINGECKO_FIELDS
 
@@ -115,6 +117,9 @@ def bronze_days_from(spark: SparkSession, bronze_root: str, from_day: date) -> l
     return sorted(days)
 
 
+BronzeSourceKind = Literal["listing", "files"]
+
+
 def read_bronze_stream(
     spark: SparkSession,
     bronze_root: str,
@@ -122,29 +127,79 @@ def read_bronze_stream(
     max_files_per_trigger: int = 100,
     lookback_days: int = 0,
     days: Sequence[str] | None = None,
+    source: BronzeSourceKind = "listing",
+    late_minutes: float = 60.0,
+    seed_file: str | None = None,
+    today: date | None = None,
 ) -> DataFrame:
     """A streaming DataFrame of bronze files: ``value`` (the whole file text) and ``source_file``.
 
-    Dot-prefixed temporary files (``.<name>.json.tmp``) are hidden from Spark's file source and do
-    not match ``*.json`` either, so a file is read only after its atomic rename.
+    ``source="listing"`` (the default) is :mod:`app.sources.bronze_source`: a trigger lists only
+    what can have landed since the last one and the checkpoint state is bounded. ``"files"`` is
+    Spark's file source over :func:`bronze_glob` (every folder listed on every trigger, one
+    checkpoint log entry per file read forever); keep it for storage that plain Python cannot list.
+
+    Dot-prefixed temporary files (``.<name>.json.tmp``) are ignored by both, so a file is read only
+    after its atomic rename.
 
     Args:
         spark: the session.
         bronze_root: ``Layout.bronze_root``.
         max_files_per_trigger: bronze files per micro-batch.
-        lookback_days: see :func:`bronze_glob`.
-        days: only these ``dt=`` folders (see :func:`bronze_glob`).
+        lookback_days: ``files``: see :func:`bronze_glob`; ``listing``: where a new checkpoint
+            starts (that many days before ``today``; 0: all of bronze).
+        days: only these ``dt=`` folders (``files``), or from the first of them on (``listing``;
+            a replay from a day).
+        source: ``listing`` or ``files``.
+        late_minutes: ``listing``: the admission window of late files
+            (:func:`app.sources.bronze_offsets.window_start`).
+        seed_file: ``listing``: the first offset of a checkpoint migrated from the file source.
+        today: the reference UTC date of ``lookback_days`` (default: today).
 
     Returns:
         The streaming DataFrame with columns :data:`BRONZE_TEXT_COLUMNS`.
+
+    Raises:
+        ConfigError: ``listing`` over a root that plain Python file I/O cannot reach.
     """
-    return (
-        spark.readStream.format("text")
-        .option("wholetext", True)
+    if source == "files":
+        return (
+            spark.readStream.format("text")
+            .option("wholetext", True)
+            .option("maxFilesPerTrigger", max_files_per_trigger)
+            .load(bronze_glob(bronze_root, lookback_days=lookback_days, days=days))
+            .select(F.col("value"), F.col("_metadata.file_path").alias("source_file"))
+        )
+    from app.sources.bronze_source import FORMAT, BronzeDataSource, is_listable
+
+    if not is_listable(bronze_root):
+        raise ConfigError(
+            f"COINLAKE_BRONZE_SOURCE=listing reads bronze with plain file I/O, which cannot reach "
+            f"{bronze_root}; use a local, dbfs:/ or /Volumes root, or set COINLAKE_BRONZE_SOURCE=files"
+        )
+    spark.dataSource.register(BronzeDataSource)
+    reader = (
+        spark.readStream.format(FORMAT)
+        .option("path", bronze_root)
         .option("maxFilesPerTrigger", max_files_per_trigger)
-        .load(bronze_glob(bronze_root, lookback_days=lookback_days, days=days))
-        .select(F.col("value"), F.col("_metadata.file_path").alias("source_file"))
+        .option("lateMinutes", late_minutes)
+        .option("startKey", start_key(lookback_days=lookback_days, days=days, today=today))
     )
+    if seed_file:
+        reader = reader.option("seedFile", seed_file)
+    return reader.load()
+
+
+def start_key(*, lookback_days: int = 0, days: Sequence[str] | None = None, today: date | None = None) -> str:
+    """Where a new checkpoint of the listing source starts: the first of ``days``, the lookback's
+    first day, or ``""`` (all of bronze)."""
+    from app.sources.bronze_offsets import day_key
+
+    if days:
+        return day_key(date.fromisoformat(min(days)))
+    if lookback_days > 0:
+        return day_key((today or datetime.now(UTC).date()) - timedelta(days=lookback_days))
+    return ""
 
 
 def read_bronze_files(spark: SparkSession, paths: list[str]) -> DataFrame:
@@ -189,7 +244,7 @@ def with_empty_files(df: DataFrame, *, text_col: str = "value") -> DataFrame:
     global _warned_unavailable
     spark = df.sparkSession
     try:
-        empty = [path for path, size in _file_sizes(spark, batch_input_files(df)) if size == 0]
+        empty = [path for path, size in _file_sizes(spark, _scanned_files(df)) if size == 0]
     except Exception as exc:  # noqa: BLE001 - a missing JVM bridge must not fail the batch
         if not _warned_unavailable:
             _warned_unavailable = True
@@ -208,19 +263,68 @@ def with_empty_files(df: DataFrame, *, text_col: str = "value") -> DataFrame:
 
 
 def batch_input_files(df: DataFrame) -> list[str]:
-    """The bronze files ``df`` was read from, zero-byte ones included (see :func:`with_empty_files`).
+    """The bronze files ``df`` was read from, zero-byte ones included.
+
+    A static read lists them itself; a micro-batch of the file source finds them in its log, one of
+    the listing source (:mod:`app.sources.bronze_source`) in the batch's end offset.
 
     Returns:
         File URIs; empty for a DataFrame that is neither a file read nor a bronze micro-batch.
     """
+    files = _scanned_files(df)
+    if files:
+        return files
+    located = _running_batch(df)
+    if located is None:
+        return []
+    return offset_log_files(df.sparkSession, *located)
+
+
+def _scanned_files(df: DataFrame) -> list[str]:
+    """The files a file scan behind ``df`` read or skipped (a static read, or the file source's batch).
+
+    Empty for a batch of the listing source: it reads zero-byte files itself, so
+    :func:`with_empty_files` has nothing to add.
+    """
     files = df.inputFiles()
     if files:
         return list(files)
+    located = _running_batch(df)
+    if located is None:
+        return []
+    return source_log_files(df.sparkSession, *located)
+
+
+def _running_batch(df: DataFrame) -> tuple[str, int] | None:
+    """``(checkpoint, batch_id)`` of the micro-batch running on this thread, None outside one."""
     sc = df.sparkSession.sparkContext
     batch_id, query_id = sc.getLocalProperty(_BATCH_ID_PROPERTY), sc.getLocalProperty(_QUERY_ID_PROPERTY)
     if batch_id is None or query_id is None:
+        return None
+    return _checkpoint_root(df.sparkSession, query_id), int(batch_id)
+
+
+def offset_log_files(spark: SparkSession, checkpoint: str, batch_id: int) -> list[str]:
+    """The files of batch ``batch_id`` of the listing source, from ``<checkpoint>/offsets/<batch>``.
+
+    The offset log file is a ``v1`` line, the batch's metadata, then one line per source (this
+    query has one) holding the source's end offset.
+
+    Returns:
+        The batch's file URIs; empty when the batch is not logged or another source wrote it.
+    """
+    from app.sources.bronze_source import batch_offset_files
+
+    text = _read_text(spark, f"{checkpoint.rstrip('/')}/offsets/{batch_id}")
+    if text is None:
         return []
-    return source_log_files(df.sparkSession, _checkpoint_root(df.sparkSession, query_id), int(batch_id))
+    lines = text.splitlines()
+    if len(lines) < 3:
+        return []
+    try:
+        return batch_offset_files(json.loads(lines[2]))
+    except ValueError:
+        return []  # the file source's {"logOffset": N}
 
 
 def source_log_files(spark: SparkSession, checkpoint: str, batch_id: int) -> list[str]:

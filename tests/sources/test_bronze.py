@@ -70,7 +70,7 @@ def bronze_folder(tmp_path: Path):
     return root, today, names
 
 
-def test_stream_batches_include_zero_byte_files_once_each(spark, bronze_folder, tmp_path):
+def test_file_source_batches_include_zero_byte_files_once_each(spark, bronze_folder, tmp_path):
     root, today, names = bronze_folder
     batches: list[tuple[int, list[str], list[tuple[str, str]]]] = []
 
@@ -80,7 +80,7 @@ def test_stream_batches_include_zero_byte_files_once_each(spark, bronze_folder, 
         batches.append((batch_id, files, rows))
 
     query = (
-        read_bronze_stream(spark, str(root), max_files_per_trigger=1, lookback_days=1)
+        read_bronze_stream(spark, str(root), max_files_per_trigger=1, lookback_days=1, source="files")
         .writeStream.option("checkpointLocation", str(tmp_path / "ckpt"))
         .foreachBatch(collect)
         .trigger(availableNow=True)
@@ -103,12 +103,50 @@ def test_stream_batches_include_zero_byte_files_once_each(spark, bronze_folder, 
     assert json.loads(values["f10.json"]) == {"data": [], "n": 10}
 
 
+def test_listing_source_batches_every_file_once_in_name_order_zero_byte_files_included(
+    spark, bronze_folder, tmp_path
+):
+    """The listing source (the default) reads zero-byte files itself: one row each, no extra row."""
+    root, today, names = bronze_folder
+    batches: list[tuple[int, list[str], list[tuple[str, str]]]] = []
+
+    def collect(df, batch_id):
+        files = sorted(batch_input_files(df))
+        rows = sorted((r["source_file"], r["value"]) for r in with_empty_files(df).collect())
+        batches.append((batch_id, files, rows))
+
+    def run(per_trigger: int) -> None:
+        query = (
+            read_bronze_stream(spark, str(root), max_files_per_trigger=per_trigger, lookback_days=1)
+            .writeStream.option("checkpointLocation", str(tmp_path / "ckpt"))
+            .foreachBatch(collect)
+            .trigger(availableNow=True)
+            .start()
+        )
+        query.awaitTermination()
+        assert query.exception() is None
+
+    run(4)
+    expected = [_as_uri(today / n) for n in names]
+    assert [b for b, _, _ in batches] == [0, 1, 2]
+    assert [s for _, _, rows in batches for s, _ in rows] == expected  # name order, each once
+    assert [f for _, files, _ in batches for f in files] == expected  # from the offset log
+    values = {Path(s).name: v for _, _, rows in batches for s, v in rows}
+    assert values["f03.json"] == "" and values["f09.json"] == ""
+    assert values["f05.json"].startswith("\ufeff{")
+    assert json.loads(values["f06.json"].replace("\ufffd", "e"))["n"] == 6
+    # a restart on the same checkpoint reads only what landed since
+    _write(today, "f11.json", b"{}", 1_700_000_100.0)
+    run(4)
+    assert [(b, [s for s, _ in rows]) for b, _, rows in batches[3:]] == [(3, [_as_uri(today / "f11.json")])]
+
+
 def test_source_log_lists_each_batchs_files(spark, bronze_folder, tmp_path):
     """A batch's files come from the checkpoint log, so a batch re-run after a crash sees the same list."""
     root, today, _ = bronze_folder
     ckpt = tmp_path / "ckpt"
     query = (
-        read_bronze_stream(spark, str(root), max_files_per_trigger=6, lookback_days=1)
+        read_bronze_stream(spark, str(root), max_files_per_trigger=6, lookback_days=1, source="files")
         .writeStream.option("checkpointLocation", str(ckpt))
         .foreachBatch(lambda df, batch_id: None)
         .trigger(availableNow=True)
