@@ -70,15 +70,29 @@ def _naive(ts):
     return ts.replace(tzinfo=None)
 
 
-def test_late_observation_is_inserted_and_neighbours_fixed(spark, tmp_path):
+@pytest.fixture(params=["local relation", "arrow batches"])
+def source_form(request, spark):
+    """How the MERGE source enters Spark: held in the plan (a steady batch's), or as Arrow batches
+    (an RDD: a large batch's, above ``ARROW_LOCAL_RELATION_CONF``)."""
+    before = spark.conf.get(ARROW_LOCAL_RELATION_CONF)
+    if request.param == "arrow batches":
+        spark.conf.set(ARROW_LOCAL_RELATION_CONF, "1b")
+    yield request.param
+    spark.conf.set(ARROW_LOCAL_RELATION_CONF, before)
+
+
+def test_late_observation_is_inserted_and_neighbours_fixed(spark, tmp_path, source_form):
     path = str(tmp_path / "silver")
     ensure_table(spark, "silver_crypto_clean", path)
-    _apply(
+    plan, _ = _apply(
         spark,
         path,
         _obs(spark, {"f1.json": [coin_record("btc", 1.0, T0), coin_record("btc", 3.0, T0 + minutes(10))]}),
         0,
     )
+    source = Rows(output_schemas()["silver_staged"], pdf=plan.loc[plan["_action"] != "none"]).spark(spark)
+    in_plan = "LocalRelation" in source._jdf.queryExecution().logical().toString()
+    assert in_plan == (source_form == "local relation")
     _, touched = _apply(spark, path, _obs(spark, {"f2.json": [coin_record("btc", 2.0, T0 + minutes(5))]}), 1)
 
     silver = spark.read.format("delta").load(path)
@@ -92,32 +106,6 @@ def test_late_observation_is_inserted_and_neighbours_fixed(spark, tmp_path):
     metrics = DeltaTable.forPath(spark, path).history(1).first()["operationMetrics"]
     assert metrics["numTargetRowsInserted"] == "1"
     assert metrics["numTargetRowsUpdated"] == "1"
-
-
-@pytest.fixture
-def sources_as_arrow_batches(spark):
-    """Every Arrow-built frame goes in as Arrow batches (an RDD), as a large batch's sources do."""
-    before = spark.conf.get(ARROW_LOCAL_RELATION_CONF)
-    spark.conf.set(ARROW_LOCAL_RELATION_CONF, "1b")
-    yield
-    spark.conf.set(ARROW_LOCAL_RELATION_CONF, before)
-
-
-def test_a_source_above_the_local_relation_size_merges_the_same(spark, tmp_path, sources_as_arrow_batches):
-    path = str(tmp_path / "silver")
-    ensure_table(spark, "silver_crypto_clean", path)
-    first = _obs(spark, {"f1.json": [coin_record("btc", 1.0, T0), coin_record("btc", 3.0, T0 + minutes(10))]})
-    plan, _ = _apply(spark, path, first, 0)
-    source = Rows(output_schemas()["silver_staged"], pdf=plan.loc[plan["_action"] != "none"]).spark(spark)
-    assert "LocalRelation" not in source._jdf.queryExecution().logical().toString()
-    _apply(spark, path, _obs(spark, {"f2.json": [coin_record("btc", 2.0, T0 + minutes(5))]}), 1)
-
-    silver = spark.read.format("delta").load(path)
-    assert_scd2_invariants(silver)
-    rows = silver.orderBy("valid_from").collect()
-    assert [r["current_price"] for r in rows] == [1.0, 2.0, 3.0]
-    assert rows[0]["valid_to"] == rows[1]["valid_from"]
-    assert [r["updated_batch_id"] for r in rows] == [1, 1, 0]
 
 
 def test_merge_is_a_function_of_the_set_of_records(spark, tmp_path):
