@@ -70,14 +70,21 @@ def bronze_folder(tmp_path: Path):
     return root, today, names
 
 
-def test_file_source_batches_include_zero_byte_files_once_each(spark, bronze_folder, tmp_path):
-    root, today, names = bronze_folder
-    batches: list[tuple[int, list[str], list[tuple[str, str]]]] = []
+def _collector(batches: list):
+    """A ``foreachBatch`` that records each batch's id, its files (offset log) and its rows."""
 
     def collect(df, batch_id):
         files = sorted(batch_input_files(df))
         rows = sorted((r["source_file"], r["value"]) for r in with_empty_files(df).collect())
         batches.append((batch_id, files, rows))
+
+    return collect
+
+
+def test_file_source_batches_include_zero_byte_files_once_each(spark, bronze_folder, tmp_path):
+    root, today, names = bronze_folder
+    batches: list[tuple[int, list[str], list[tuple[str, str]]]] = []
+    collect = _collector(batches)
 
     query = (
         read_bronze_stream(spark, str(root), max_files_per_trigger=1, lookback_days=1, source="files")
@@ -109,11 +116,7 @@ def test_listing_source_batches_every_file_once_in_name_order_zero_byte_files_in
     """The listing source (the default) reads zero-byte files itself: one row each, no extra row."""
     root, today, names = bronze_folder
     batches: list[tuple[int, list[str], list[tuple[str, str]]]] = []
-
-    def collect(df, batch_id):
-        files = sorted(batch_input_files(df))
-        rows = sorted((r["source_file"], r["value"]) for r in with_empty_files(df).collect())
-        batches.append((batch_id, files, rows))
+    collect = _collector(batches)
 
     def run(per_trigger: int) -> None:
         query = (
