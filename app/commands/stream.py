@@ -14,10 +14,12 @@ def register(sub: Any) -> None:
         help="run the bronze -> silver streaming query",
         description=(
             "Run the bronze -> silver streaming query (checkpoint checkpoints/bronze_to_silver). Bronze is "
-            "read as COINLAKE_BRONZE_SOURCE says: listing (default; a trigger lists only the folders "
-            "from the admission window's day on, COINLAKE_BRONZE_LATE_MINUTES) or files (Spark's file "
-            "source). A checkpoint written by the file source is moved over to the listing source on "
-            "the first start (README, 'Reading bronze')."
+            "read as COINLAKE_BRONZE_SOURCE says: listing (default; a trigger lists the folders from "
+            "the admission window's day on, COINLAKE_BRONZE_LATE_MINUTES, and an older folder only "
+            "when a file landed in it since: late files are read, never skipped) or files (Spark's "
+            "file source). A checkpoint written by the file source is moved over to the listing "
+            "source on the first start, unless its last batch is uncommitted: then the start says "
+            "how to finish it first (README, 'Reading bronze')."
         ),
     )
     parser.add_argument(
