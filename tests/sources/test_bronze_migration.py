@@ -92,3 +92,15 @@ def test_a_migration_stopped_between_its_renames_is_finished_by_the_next_start(t
         is None
     )
     assert (checkpoints / "bronze_to_silver" / SEED_FILE).exists() and not staging.exists()
+
+
+def test_a_file_source_log_that_cannot_be_read_stops_the_start_with_what_to_do(tmp_path):
+    checkpoint = tmp_path / "checkpoints" / "bronze_to_silver"
+    for folder in ("sources/0", "offsets", "commits"):
+        (checkpoint / folder).mkdir(parents=True)
+    (checkpoint / "sources" / "0" / "0").write_text("v1\n{not json\n")
+    (checkpoint / "offsets" / "0").write_text("v1\n{}\n")
+    (checkpoint / "commits" / "0").write_text("v1\n{}\n")
+    with pytest.raises(ConfigError, match="cannot be read.*COINLAKE_BRONZE_SOURCE=files"):
+        migrate_checkpoint(str(checkpoint), str(tmp_path / "bronze"), late_minutes=60)
+    assert is_file_source_checkpoint(str(checkpoint))  # left as it was
